@@ -1,0 +1,66 @@
+# ConvBERT pipeline. `make help` lists the targets; every target sets up .venv on first use.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+EXPERIMENT ?=
+GLUE_DIR ?=
+SEEDS ?= 1,2,3
+TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo "  Pass Hydra overrides with ARGS='...', e.g. make pretrain ARGS='model=small trainer.max_steps=1000'"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project with its dev tools
+
+test: $(STAMP) ## run the test suite
+	WANDB_MODE=disabled $(PY) -m pytest tests
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+data: $(STAMP) ## tokenize the corpus into pretraining shards (default: embedded pydocs corpus)
+	$(PY) -m pipelines.prepare $(ARGS)
+
+pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, ~15 min)
+	$(PY) -m pipelines.pretrain $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(ARGS)
+
+glue: $(STAMP) ## fine-tune on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... for a local copy)
+	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+
+squad: $(STAMP) ## fine-tune on SQuAD 1.1 and 2.0
+	$(PY) -m pipelines.finetune -m task=squad1,squad2 $(ARGS)
+
+table: $(STAMP) ## aggregate runs/**/results.json into the score table
+	$(PY) -m pipelines.table $(ARGS)
+
+reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> table for EXPERIMENT=<name>
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+
+bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
+	$(PY) benchmarks/bench_pretrain.py $(ARGS)
+
+bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
+	$(PY) benchmarks/bench_model.py $(ARGS)
+
+bench-data: $(STAMP) ## raw text -> shards MB/s vs raw tokenizers encode_batch
+	$(PY) benchmarks/bench_data.py $(ARGS)
+
+bench-finetune: $(STAMP) ## fine-tuning examples/s on SST-2-shaped data: ours vs transformers
+	$(PY) benchmarks/bench_finetune.py $(ARGS)
+
+clean: ## remove caches (keeps data/ and runs/)
+	rm -rf .pytest_cache .ruff_cache outputs multirun

@@ -1,0 +1,83 @@
+"""AdamW parameter groups (no decay on LayerNorm/bias, optional layer-wise lr decay) and schedules."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def param_depth(name: str, num_layers: int) -> int:
+    """Depth of a parameter in the encoder: 0 embeddings, i+1 for layer i, num_layers+1 for task heads."""
+    if ".embeddings" in f".{name}" or "embeddings_project" in name:
+        return 0
+    m = _LAYER.search(name)
+    return int(m.group(1)) + 1 if m else num_layers + 1
+
+
+def layer_lr_scale(depth: int, num_layers: int, decay: float, variant: str = "electra") -> float:
+    """lr multiplier at a depth. `electra`: decay**(L + 2 - depth) as in ELECTRA/ConvBERT's released code
+    (the top layer gets decay**2, the off-by-one its authors acknowledged); `standard`: decay**(L + 1 - depth)
+    (the top layer gets decay**1). Task heads always get 1."""
+    if depth == num_layers + 1:
+        return 1.0
+    offset = {"electra": 2, "standard": 1}.get(variant)
+    if offset is None:
+        raise ValueError(f"layer_decay_variant must be 'electra' or 'standard', got {variant!r}")
+    return decay ** (num_layers + offset - depth)
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    num_layers: int | None = None,
+    variant: str = "electra",
+) -> list[dict]:
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        wd = 0.0 if p.ndim < 2 else weight_decay  # 1-D tensors are LayerNorm weights and biases
+        scale = 1.0
+        if layer_decay is not None:
+            if num_layers is None:
+                raise ValueError("layer_decay needs num_layers")
+            scale = layer_lr_scale(param_depth(name, num_layers), num_layers, layer_decay, variant)
+        groups.setdefault((wd, scale), []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr": lr * s, "lr_scale": s} for (wd, s), ps in groups.items()]
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    layer_decay: float | None = None,
+    num_layers: int | None = None,
+    layer_decay_variant: str = "electra",
+) -> torch.optim.AdamW:
+    """AdamW (fused on CUDA). With layer_decay, num_layers defaults to len(model.convbert.layers)."""
+    if layer_decay is not None and num_layers is None:
+        num_layers = len(model.convbert.layers)
+    groups = param_groups(model, lr, weight_decay, layer_decay, num_layers, layer_decay_variant)
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """ELECTRA's schedule: lr·step/warmup during warmup, else lr·(1 - step/total), reaching 0 at total."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        return max(0.0, 1.0 - step / total_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,90 @@
+"""Run tracking: a local metrics.jsonl always, plus a wandb run (online/offline/disabled)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class Tracker:
+    """One tracker per job. On non-main ranks (enabled=False) every call is a no-op.
+
+    The wandb run id is kept in the run dir so a resumed job continues the same wandb run."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: dict,
+        mode: str = "disabled",
+        project: str = "convbert",
+        group: str | None = None,
+        name: str | None = None,
+        job_type: str | None = None,
+        tags: list[str] | None = None,
+        enabled: bool = True,
+    ):
+        if mode not in WANDB_MODES:
+            raise ValueError(f"tracking.mode must be one of {WANDB_MODES}, got {mode!r}")
+        self.enabled = enabled
+        self.run = None
+        if not enabled:
+            return
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._start = time.time()
+        if mode != "disabled":
+            import wandb  # lazy: the library must import without wandb's start-up cost
+
+            id_file = self.run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            id_file.write_text(run_id)
+            self.run = wandb.init(
+                project=project, group=group, name=name, job_type=job_type, tags=tags, config=config,
+                dir=str(self.run_dir), mode=mode, id=run_id, resume="allow",
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time_s": round(time.time() - self._start, 3)}
+        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.run is not None:
+            self.run.log({k: v for k, v in row.items() if k != "step"}, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update({k: _jsonable(v) for k, v in values.items()})
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
