@@ -1,0 +1,330 @@
+"""ELECTRA-style pretraining run: data -> model -> training loop -> checkpoints -> HF export.
+
+`run(cfg, run_dir)` takes the plain-dict config that pipelines/pretrain.py composes with Hydra. The same code
+runs as one process, under torchrun (one or many nodes) and under srun; rank 0 alone logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from convbert.config import ConvBertConfig
+from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_tokenizer, prepare
+from convbert.electra import (
+    STAT_KEYS,
+    ElectraObjective,
+    ElectraPretrainer,
+    example_seeds,
+    mask_tokens,
+    summarize,
+    train_flops,
+)
+from convbert.train import (
+    DistInfo,
+    Precision,
+    Tracker,
+    all_reduce_sum,
+    barrier,
+    build_optimizer,
+    device_name,
+    find_latest,
+    git_revision,
+    init_distributed,
+    linear_schedule,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+)
+from convbert.train.plot import plot_curves
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    num_threads: int | None = None
+    batch_size: int = 128  # global: ranks x grad_accum x micro-batch
+    grad_accum: int = 1
+    max_steps: int = 1_000_000
+    stop_after: int | None = None  # end this job at that step (checkpointed) without changing the schedule
+    warmup_steps: int = 10_000
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-6
+    max_grad_norm: float = 1.0
+    log_every: int = 100
+    ckpt_every: int = 10_000
+    keep_last: int = 3
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainerConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown trainer keys: {unknown}")
+        return cls(**d)
+
+    def micro_batch(self, world_size: int) -> int:
+        per_step = world_size * self.grad_accum
+        if self.batch_size % per_step:
+            raise ValueError(f"trainer.batch_size={self.batch_size} is not divisible by world_size "
+                             f"({world_size}) x trainer.grad_accum ({self.grad_accum})")
+        return self.batch_size // per_step
+
+
+def model_config(model: dict[str, Any], vocab_size: int) -> ConvBertConfig:
+    """ConvBertConfig from the `model` config group: a preset plus the knobs that are not null."""
+    knobs = {k: v for k, v in model.items() if k not in ("preset", "name") and v is not None}
+    return ConvBertConfig.from_preset(model["preset"], vocab_size=vocab_size, **knobs)
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"run dir {run_dir} is not writable: {e}") from e
+
+
+def _rng_state(info: DistInfo) -> list[dict]:
+    """Every rank's RNG state (dropout is the only unkeyed randomness), gathered for rank 0 to save."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if info.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(info.device)
+    if not info.distributed:
+        return [state]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _set_rng_state(states: list[dict], info: DistInfo) -> None:
+    if len(states) != info.world_size:
+        raise ValueError(f"checkpoint was written by {len(states)} ranks, this run has {info.world_size}; "
+                         "resume with the same number of processes")
+    state = states[info.rank]
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and info.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], info.device)
+
+
+class _Progress:
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True)
+
+    def update(self, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def prepare_data(cfg: dict[str, Any], info: DistInfo) -> Path:
+    """Tokenized shards for the configured corpus: rank 0 builds them if missing, the others then reuse."""
+    kwargs = dict(corpus=cfg["corpus"], tokenizer=cfg["tokenizer"], max_seq_length=cfg["max_seq_length"],
+                  seed=cfg["data_seed"], num_workers=cfg["num_workers"], data_dir=cfg["data_dir"])
+    path = prepare(**kwargs, progress=info.is_main) if info.is_main else None
+    barrier()
+    return path or prepare(**kwargs, progress=False)
+
+
+def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    trainer = TrainerConfig.from_dict(cfg["trainer"])
+    objective = ElectraObjective(**cfg.get("objective", {}))
+    info = init_distributed(trainer.device)
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    micro = trainer.micro_batch(info.world_size)
+    if info.is_main:
+        _check_writable(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    latest = find_latest(ckpt_dir) if cfg.get("resume", "auto") == "auto" else None
+    if cfg.get("resume", "auto") == "never" and find_latest(ckpt_dir):
+        raise FileExistsError(f"{ckpt_dir} already holds checkpoints; use resume=auto or another run name")
+
+    data_path = prepare_data(cfg, info)
+    tokenizer = load_tokenizer(data_path)
+    vocab_size = tokenizer.get_vocab_size()
+    config = model_config(cfg["model"], vocab_size)
+    check_compatible(data_path, config.vocab_size)
+    dataset = PretrainDataset(data_path)
+    if dataset.max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"shards have max_seq_length {dataset.max_seq_length} > the model's "
+                         f"{config.max_position_embeddings} positions")
+    special_ids = [i for t in SPECIAL_TOKENS if (i := tokenizer.token_to_id(t)) is not None]
+    mask_id = tokenizer.token_to_id("[MASK]")
+    if mask_id is None:
+        raise ValueError(f"tokenizer in {data_path} has no [MASK] token")
+
+    torch.manual_seed(cfg["seed"])
+    model = ElectraPretrainer(config, objective).to(info.device)
+    optimizer = build_optimizer(model, trainer.lr, trainer.weight_decay, trainer.adam_betas, trainer.adam_eps)
+    scheduler = linear_schedule(optimizer, trainer.warmup_steps, trainer.max_steps)
+    precision = Precision(trainer.precision, info.device)
+    batches = ResumableBatches(dataset, micro, cfg["seed"], info.rank, info.world_size)
+
+    step, totals = 0, {"tokens": 0.0, "masked": 0.0, "flops": 0.0, "train_time_s": 0.0}
+    if latest is not None:
+        state = load_checkpoint(latest)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.load_state_dict(state["scaler"])
+        batches.load_state_dict(state["data"])
+        _set_rng_state(state["rng"], info)
+        step, totals = state["step"], state["totals"]
+        if info.is_main:
+            print(f"resumed from {latest} at step {step}")
+
+    if trainer.compile:
+        model.generator.compile()
+        model.discriminator.compile()
+    net = model
+    if info.distributed:
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    tracker = Tracker(
+        run_dir, cfg, mode=cfg["tracking"]["mode"], project=cfg["tracking"]["project"],
+        group=cfg["tracking"].get("group") or "pretrain", name=cfg["tracking"].get("name") or cfg["name"],
+        job_type="pretrain", tags=cfg["tracking"].get("tags"), enabled=info.is_main,
+    )
+    if info.is_main:
+        for f in ("tokenizer.json", "vocab.txt"):
+            shutil.copy2(data_path / f, run_dir / f)
+        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    def checkpoint() -> None:
+        rng = _rng_state(info)
+        if info.is_main:
+            save_checkpoint(ckpt_dir, step, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": precision.state_dict(), "data": batches.state_dict(),
+                "rng": rng, "step": step, "totals": totals, "config": config.to_dict(),
+            }, trainer.keep_last)
+        barrier()
+
+    end = min(trainer.max_steps, trainer.stop_after or trainer.max_steps)
+    progress = _Progress(trainer.progress and info.is_main, step, end)
+    window = {k: 0.0 for k in STAT_KEYS}
+    window_start, window_tokens = time.perf_counter(), 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    while step < end:
+        t0 = time.perf_counter()
+        micro_batches = []
+        for a in range(trainer.grad_accum):
+            b = {k: v.to(info.device, non_blocking=True) for k, v in next(batches).items()}
+            seeds = example_seeds(cfg["seed"], step, (a * info.world_size + info.rank) * micro, micro)
+            b["masked_ids"], b["masked"] = mask_tokens(
+                b["input_ids"], b["attention_mask"], special_ids, mask_id, seeds, objective)
+            b["seeds"] = seeds
+            micro_batches.append(b)
+        norms = torch.stack([sum(b["masked"].sum() for b in micro_batches),
+                             sum(b["attention_mask"].sum() for b in micro_batches)]).float()
+        norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
+
+        for a, b in enumerate(micro_batches):
+            accumulating = info.distributed and a < len(micro_batches) - 1
+            with net.no_sync() if accumulating else contextlib.nullcontext():  # all-reduce grads once a step
+                with precision.autocast():
+                    loss, stats = net(b["input_ids"], b["masked_ids"], b["masked"], b["attention_mask"],
+                                      b["token_type_ids"], b["seeds"], norms, float(info.world_size))
+                precision.backward(loss)
+            for k in STAT_KEYS:
+                window[k] += float(stats[k])
+        grad_norm = precision.step(optimizer, params, trainer.max_grad_norm)
+        if not math.isfinite(grad_norm) and precision.scaler is None:
+            last = find_latest(ckpt_dir)
+            raise FloatingPointError(
+                f"non-finite loss/gradients at step {step + 1} (grad norm {grad_norm}); weights were not updated "
+                f"from here. Last good checkpoint: {last or 'none'}. Try a lower trainer.lr or precision=fp32.")
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        n_tokens, n_masked = float(norms[1]), float(norms[0])
+        totals["tokens"] += n_tokens
+        totals["masked"] += n_masked
+        totals["flops"] += train_flops(config, model.generator_config, dataset.max_seq_length, n_tokens, n_masked)
+        totals["train_time_s"] += time.perf_counter() - t0
+        window_tokens += n_tokens
+        progress.update(loss=f"{float(loss.detach()) / info.world_size:.3f}",
+                        tok_s=f"{n_tokens / (time.perf_counter() - t0):.0f}")
+
+        if step % trainer.log_every == 0 or step == end:
+            summed = all_reduce_sum(torch.tensor([window[k] for k in STAT_KEYS], dtype=torch.float64,
+                                                 device=info.device))
+            metrics = summarize(dict(zip(STAT_KEYS, summed.tolist(), strict=True)))
+            metrics["loss"] = objective.mlm_weight * metrics["mlm_loss"] + objective.rtd_weight * metrics["rtd_loss"]
+            elapsed = time.perf_counter() - window_start
+            metrics.update(lr=lr, grad_norm=grad_norm, tokens_per_s=window_tokens / elapsed,
+                           tokens=totals["tokens"], flops=totals["flops"])
+            tracker.log(metrics, step)
+            window = {k: 0.0 for k in STAT_KEYS}
+            window_start, window_tokens = time.perf_counter(), 0.0
+        if step % trainer.ckpt_every == 0 or step == end:
+            checkpoint()
+    progress.close()
+
+    summary = {
+        "steps": step, "finished": step >= trainer.max_steps, "tokens": int(totals["tokens"]),
+        "flops": totals["flops"], "device_hours": totals["train_time_s"] * info.world_size / 3600,
+        "device": device_name(info.device), "world_size": info.world_size, "data_dir": str(data_path),
+        "model": {"name": cfg["model"].get("name") or f"convbert-{cfg['model']['preset']}", **config.to_dict()},
+        "git_revision": git_revision(),
+    }
+    if info.is_main:
+        rows = read_metrics(run_dir)
+        if rows:
+            summary["final_metrics"] = {k: v for k, v in rows[-1].items() if k != "time_s"}
+        _export(model, data_path, run_dir)
+        _write_json(run_dir / "pretrain_summary.json", summary)
+        plot_curves(rows, ["rtd_loss", "mlm_loss", "mlm_accuracy", "disc_accuracy"], run_dir / "loss.png")
+        tracker.summary(summary.get("final_metrics", {}))
+    tracker.finish()
+    barrier()
+    return summary
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _export(model: ElectraPretrainer, data_path: Path, run_dir: Path) -> None:
+    """The discriminator in transformers format (hf/), with the vocabulary it was trained on."""
+    tmp = run_dir / ".hf.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.discriminator.to_hf(tmp)
+    for f in ("tokenizer.json", "vocab.txt"):
+        shutil.copy2(data_path / f, tmp / f)
+    shutil.rmtree(run_dir / "hf", ignore_errors=True)
+    os.replace(tmp, run_dir / "hf")

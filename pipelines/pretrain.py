@@ -1,0 +1,27 @@
+"""ELECTRA-style pretraining: `python -m pipelines.pretrain [overrides]` / `make pretrain` / torchrun / srun."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from convbert.pretrain import run
+from convbert.train.dist import launch_env
+
+
+@hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+    if launch_env()[0] == 0:
+        metrics = summary.get("final_metrics", {})
+        print(f"done: {summary['steps']} steps, {summary['tokens']} tokens, "
+              + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+
+
+if __name__ == "__main__":
+    if launch_env()[0] != 0:  # only rank 0 writes Hydra's files and logs into the (shared) run dir
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    main()
