@@ -80,7 +80,7 @@ def gumbel_sample(logits: torch.Tensor, counts: list[int], seeds: list[int], tem
         torch.rand(n, logits.shape[1], generator=_generator(s + 1, logits.device), device=logits.device)
         for n, s in zip(counts, seeds, strict=True)
     ])
-    gumbel = -torch.log(-torch.log(noise.clamp_min(1e-20)).clamp_min(1e-20))
+    gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
     return (logits + gumbel).argmax(-1)
 
 

@@ -1,0 +1,76 @@
+"""ELECTRA objective: masking statistics (SPEC §3), sampling, loss normalisation."""
+
+import torch
+
+from convbert.config import ConvBertConfig
+from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds, gumbel_sample, mask_tokens
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
+SPECIALS = [PAD, UNK, CLS, SEP, MASK]
+
+
+def _batch(lengths: list[int], T: int = 64, vocab: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(10, vocab, (n,), generator=g)
+        ids[i, 0], ids[i, n - 1] = CLS, SEP
+        if n > 20:
+            ids[i, n // 2] = SEP  # [CLS] A [SEP] B [SEP]
+    return ids, (ids != PAD).long()
+
+
+def test_masking_counts_positions_and_split():
+    lengths = [64, 40, 17, 5, 3, 64, 63, 10] * 50
+    ids, attn = _batch(lengths)
+    obj = ElectraObjective()
+    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(1, 0, 0, len(lengths)), obj)
+    real = attn.sum(1)
+    expected = torch.round(real.float() * 0.15).long().clamp(min=1)  # round half to even, as ELECTRA
+    assert torch.equal(masked.sum(1), expected)
+    assert not masked[(ids == CLS) | (ids == SEP) | (ids == PAD)].any()  # never specials or padding
+    shown_as_mask = (masked_ids == MASK) & masked
+    frac = shown_as_mask.sum().item() / masked.sum().item()
+    assert abs(frac - 0.85) < 0.03  # 85% [MASK], the rest keep the original token
+    assert torch.equal(masked_ids[masked & ~shown_as_mask], ids[masked & ~shown_as_mask])
+    assert torch.equal(masked_ids[~masked], ids[~masked])  # no random-token replacement anywhere
+
+
+def test_masking_is_keyed_per_example_not_per_batch():
+    ids, attn = _batch([64, 50, 30, 20])
+    obj = ElectraObjective()
+    full_ids, full_mask = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 3, 0, 4), obj)
+    # the second half of the global batch on another rank: positions 2 and 3
+    half_ids, half_mask = mask_tokens(ids[2:], attn[2:], SPECIALS, MASK, example_seeds(7, 3, 2, 2), obj)
+    assert torch.equal(full_ids[2:], half_ids) and torch.equal(full_mask[2:], half_mask)
+    other_step, _ = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 4, 0, 4), obj)
+    assert not torch.equal(other_step, full_ids)
+
+
+def test_gumbel_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 1e-9]])).repeat(4000, 1)
+    samples = gumbel_sample(logits.half(), [4000], [123], 1.0)  # low-precision logits are sampled in fp32
+    freq = torch.bincount(samples, minlength=4).float() / 4000
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.03)
+
+
+def test_replaced_labels_and_loss_normalisation():
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset("tiny", vocab_size=500, num_hidden_layers=1,
+                                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = ElectraPretrainer(config).eval()
+    assert model.generator.embeddings is model.discriminator.embeddings  # shared embedding layer
+    assert model.generator_head.word_embeddings is model.discriminator.embeddings.word_embeddings  # tied
+    ids, attn = _batch([64, 40, 30, 64])
+    types = torch.zeros_like(ids)
+    seeds = example_seeds(1, 0, 0, 4)
+    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, seeds, model.objective)
+    norms = torch.tensor([masked.sum(), attn.sum()]).float()
+    loss, stats = model(ids, masked_ids, masked, attn, types, seeds, norms)
+    assert stats["replaced"] <= stats["masked"]  # replaced only where masked
+    expected = stats["mlm_loss_sum"] / norms[0] + 50.0 * stats["rtd_loss_sum"] / norms[1]
+    assert torch.allclose(loss.detach(), expected)
+    # splitting the batch in two halves with the global normalisers gives the same total loss
+    halves = [model(ids[s], masked_ids[s], masked[s], attn[s], types[s], seeds[s.start:s.stop], norms)[0]
+              for s in (slice(0, 2), slice(2, 4))]
+    assert torch.allclose(halves[0] + halves[1], loss, atol=1e-5)
