@@ -1,0 +1,76 @@
+"""Find and load the results.json files that fine-tuning jobs leave in their run dirs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from convbert.report.schema import ReportError, Result, parse_result
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.json"
+# folders that never hold fine-tuning results but can be large
+_SKIP_DIRS = frozenset({"wandb", ".hydra", "__pycache__", ".git"})
+
+
+def find_results(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every results.json under the given dirs (sorted, de-duplicated); a missing dir is an error."""
+    found: set[Path] = set()
+    for d in dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise ReportError(f"results dir {str(root)!r} does not exist or is not a directory")
+        for here, subdirs, files in os.walk(root):
+            subdirs[:] = [s for s in subdirs if s not in _SKIP_DIRS]
+            if RESULTS_NAME in files:
+                found.add((Path(here) / RESULTS_NAME).resolve())
+    return sorted(found)
+
+
+def load_result(path: str | Path) -> Result:
+    """Read and validate one results.json; ReportError names the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: cannot read: {e}") from e
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    return parse_result(obj, source=str(path), mtime=path.stat().st_mtime)
+
+
+def scan(dirs: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
+    """Load every results.json under dirs; return (valid results, one message per bad file)."""
+    dirs = list(dirs)
+    paths = find_results(dirs)
+    if not paths:
+        raise ReportError(f"no {RESULTS_NAME} found under {', '.join(map(str, dirs)) or '(no dirs given)'}; "
+                          "run fine-tuning first (make glue / make squad) or point runs_dir at its outputs")
+    results, problems = [], []
+    for p in paths:
+        try:
+            results.append(load_result(p))
+        except ReportError as e:
+            problems.append(str(e))
+    return results, problems
+
+
+def collect(dirs: Iterable[str | Path], on_error: str = "warn") -> list[Result]:
+    """All valid results under dirs. on_error: 'warn' skips a malformed file with a warning, 'raise' stops."""
+    if on_error not in ("warn", "raise"):
+        raise ReportError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
+    results, problems = scan(dirs)
+    if problems and on_error == "raise":
+        raise ReportError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} malformed results files:\n  " + "\n  ".join(problems))
+    for msg in problems:
+        log.warning("skipping %s", msg)
+    if not results:
+        raise ReportError(f"all {len(problems)} {RESULTS_NAME} files were malformed; nothing to tabulate")
+    return results

@@ -1,0 +1,53 @@
+"""Log the score table to Weights & Biases (wandb imported only when tracking is on)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from convbert.report.aggregate import Table
+from convbert.report.compare import Comparison
+from convbert.report.format import main_cells, main_headers
+from convbert.report.schema import ReportError
+from convbert.report.writers import comparison_csv, scores_csv
+
+MODES = ("online", "offline", "disabled")
+
+
+def _rows(text: str) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+def log_to_wandb(table: Table, comparison: Comparison | None, files: dict[str, Path], *, mode: str,
+                 project: str, group: str | None = None, name: str | None = None,
+                 tags: Sequence[str] = (), dir: str | Path | None = None) -> str | None:
+    """One wandb run (job_type 'table') with the score grid, per-metric stats, comparison and chart.
+
+    Returns the run's URL/dir label, or None when mode is 'disabled'."""
+    if mode not in MODES:
+        raise ReportError(f"tracking mode must be one of {MODES}, got {mode!r}")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(mode=mode, project=project, group=group, name=name, tags=list(tags), job_type="table",
+                     dir=str(dir) if dir is not None else None)
+    try:
+        logged = {"score_table": wandb.Table(columns=main_headers(table),
+                                             data=[main_cells(table, r) for r in table.rows])}
+        cols, data = _rows(scores_csv(table))
+        logged["scores"] = wandb.Table(columns=cols, data=data)
+        if comparison is not None:
+            cols, data = _rows(comparison_csv(comparison))
+            logged["comparison"] = wandb.Table(columns=cols, data=data)
+        if "chart.png" in files:
+            logged["chart"] = wandb.Image(str(files["chart.png"]))
+        run.log(logged)
+        for r in table.models:
+            run.summary[f"{r.label}/glue_electra8"] = r.averages["electra8"].value
+        return getattr(run, "url", None) or str(getattr(run, "dir", ""))
+    finally:
+        run.finish()
