@@ -1,0 +1,114 @@
+"""Torch views of a data dir: a map-style Dataset, and resumable per-rank batches for pretraining."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .config import DataError
+from .shards import check_files
+
+
+class PretrainDataset(Dataset):
+    """Examples of a finished data dir, memory-mapped; items are zero-padded to max_seq_length."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self.manifest = check_files(self.dir)
+        self.vocab_size: int = self.manifest["vocab_size"]
+        self.max_seq_length: int = self.manifest["max_seq_length"]
+        dtype = np.dtype(self.manifest["dtype"])
+        self.shards = [
+            np.memmap(self.dir / s["file"], dtype=dtype, mode="r", shape=(s["tokens"],))
+            for s in self.manifest["shards"]
+        ]
+        rows = self.manifest["index"]["rows"]
+        self.index = np.memmap(self.dir / "index.bin", dtype=np.int32, mode="r", shape=(rows, 4))
+        self._positions = np.arange(self.max_seq_length)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"example {i} out of range for {len(self)} examples")
+        batch = self.gather(np.array([i % len(self)]))
+        return {k: v[0] for k, v in batch.items()}
+
+    def gather(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """Collated examples: input_ids, token_type_ids, attention_mask, each LongTensor [len(ids), T]."""
+        rows = self.index[ids]  # [n, 4]: shard, offset, length, b_start
+        T = self.max_seq_length
+        input_ids = np.zeros((len(ids), T), dtype=np.int64)
+        for j, (shard, offset, length, _) in enumerate(rows.tolist()):
+            input_ids[j, :length] = self.shards[shard][offset : offset + length]
+        lengths, b_starts = rows[:, 2:3], rows[:, 3:4]
+        attention_mask = self._positions < lengths  # [n, T]
+        token_type_ids = (self._positions >= b_starts) & attention_mask
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "token_type_ids": torch.from_numpy(token_type_ids.astype(np.int64)),
+            "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
+        }
+
+
+class ResumableBatches:
+    """Infinite per-rank batches over epochs, in an order that depends only on (seed, epoch).
+
+    Epoch e uses a permutation P of all examples seeded by (seed, e). Global batch s is
+    P[s*W*b : (s+1)*W*b] and rank r takes its slice [r*b : (r+1)*b], so W ranks x b examples equal
+    one rank x W*b. The last incomplete global batch of an epoch is dropped. state_dict() is the
+    position of the next batch; load_state_dict() continues exactly there.
+    """
+
+    def __init__(self, dataset: PretrainDataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad batch_size={batch_size} / rank={rank} / world_size={world_size}")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = len(dataset) // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"{dataset.dir} has {len(dataset)} examples, fewer than one global batch of "
+                f"{self.global_batch} (batch_size {batch_size} x world_size {world_size})"
+            )
+        self.epoch = self.index = 0
+        self._perm_epoch: int | None = None
+        self._perm: np.ndarray | None = None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if self._perm_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(len(self.dataset)), epoch
+        return self._perm
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return self.dataset.gather(self.next_ids())
+
+    def next_ids(self) -> np.ndarray:
+        """Example ids of this rank's next batch [batch_size]; advances the position like next()."""
+        start = self.index * self.global_batch + self.rank * self.batch_size
+        ids = self.permutation(self.epoch)[start : start + self.batch_size]
+        self.index += 1
+        if self.index == self.batches_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+        return ids
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, index = int(state["epoch"]), int(state["index"])
+        if epoch < 0 or not 0 <= index <= self.batches_per_epoch:
+            raise ValueError(f"bad position {state} (batches_per_epoch={self.batches_per_epoch})")
+        if index == self.batches_per_epoch:
+            epoch, index = epoch + 1, 0
+        self.epoch, self.index = epoch, index

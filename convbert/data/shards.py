@@ -1,0 +1,414 @@
+"""Raw text -> tokenizer + packed example shards in data/<corpus>-<config hash>/, built atomically.
+
+Directory layout (everything described by manifest.json, which is written last):
+    tokenizer.json, vocab.txt     the vocabulary the ids refer to
+    shard-00000.bin ...           token ids of all examples back to back (uint16 when the vocab fits)
+    index.bin                     int32 [examples, 4]: shard, offset in shard, length, start of segment B
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import corpus as corpus_mod
+from . import tokenizer as tok_mod
+from .builder import build_chunk, init_worker
+from .config import SPECIAL_TOKENS, CorpusConfig, DataError, TokenizerConfig, from_mapping
+
+FORMAT_VERSION = 1
+CHUNK_BYTES = 1 << 18  # documents are cut into ~256 KB chunks; part of the format (seeds are per chunk)
+SHARD_TOKENS = 1 << 27  # a new shard file every ~128M tokens
+INDEX_COLUMNS = ("shard", "offset", "length", "b_start")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # tmp dirs on shared disks
+
+
+def prepare(
+    corpus: Mapping[str, Any],
+    tokenizer: Mapping[str, Any],
+    max_seq_length: int = 128,
+    seed: int = 12345,
+    num_workers: int = 2,
+    data_dir: str | Path = "data",
+    progress: bool = True,
+) -> Path:
+    """Return data_dir/<corpus.name>-<hash> for this config, building it first unless already finished.
+
+    The hash covers the corpus and tokenizer configs, max_seq_length, seed and a cheap fingerprint of
+    the inputs (file sizes/mtimes, the Python version for pydocs); not num_workers, which never changes
+    the output.
+    """
+    ccfg: CorpusConfig = from_mapping(CorpusConfig, "corpus", corpus)
+    tcfg: TokenizerConfig = from_mapping(TokenizerConfig, "tokenizer", tokenizer)
+    if not isinstance(max_seq_length, int) or max_seq_length < 5:
+        raise DataError(f"max_seq_length={max_seq_length!r} must be an integer >= 5")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise DataError(f"num_workers={num_workers!r} must be a non-negative integer")
+    key = {
+        "format_version": FORMAT_VERSION,
+        "corpus": dataclasses.asdict(ccfg),
+        "tokenizer": dataclasses.asdict(tcfg),
+        "max_seq_length": max_seq_length,
+        "seed": int(seed),
+        "inputs": {"corpus": corpus_mod.fingerprint(ccfg), "tokenizer": _tokenizer_fingerprint(tcfg)},
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    data_dir = Path(data_dir).expanduser().resolve()
+    final = data_dir / f"{ccfg.name}-{digest}"
+    if final.exists():
+        check_files(final)  # a finished dir: reuse it (a missing/damaged file is an error, not a rebuild)
+        return final
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(data_dir)
+    tmp = data_dir / f".tmp-{final.name}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _build(tmp, ccfg, tcfg, key, max_seq_length, int(seed), num_workers, progress)
+        try:
+            os.rename(tmp, final)  # atomic: the dir appears complete or not at all
+        except OSError:
+            if not (final / "manifest.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent build of the same config won
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _build(
+    tmp: Path,
+    ccfg: CorpusConfig,
+    tcfg: TokenizerConfig,
+    key: dict,
+    max_seq_length: int,
+    seed: int,
+    num_workers: int,
+    progress: bool,
+) -> None:
+    t0 = time.time()
+    if tcfg.kind == "wordpiece":
+        seen = [0]
+
+        def units() -> Iterator[str]:
+            for doc in corpus_mod.iter_documents(ccfg):
+                seen[0] += 1
+                yield from doc
+
+        tok = tok_mod.train_wordpiece(tcfg, units(), progress=progress)
+        if seen[0] == 0:
+            raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
+    else:
+        tok = tok_mod.load_pretrained(tcfg)
+    tok_mod.save(tok, tmp)
+    vocab_size = tok.get_vocab_size()
+    dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+
+    writer = _ShardWriter(tmp, dtype)
+    counts = dict(documents=0, units=0, bytes=0, corpus_tokens=0, truncated_tokens=0)
+    init_args = (tok.to_str(), max_seq_length, seed, dtype.str)
+    bar = None
+
+    def on_result(res: dict) -> None:
+        writer.add(res["tokens"], res["lengths"], res["b_starts"])
+        for k in ("documents", "units", "corpus_tokens", "truncated_tokens"):
+            counts[k] += res[k]
+        counts["bytes"] += res["bytes"]
+        if bar is not None:
+            bar.update(res["bytes"])
+
+    def make_bar() -> Any:
+        nonlocal bar
+        if progress:
+            from tqdm import tqdm
+
+            total = corpus_mod.estimated_bytes(ccfg)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenize {ccfg.name}", file=sys.stderr)
+        return bar
+
+    try:
+        _run_chunks(_chunks(corpus_mod.iter_documents(ccfg)), num_workers, init_args, on_result, make_bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.close()
+
+    if counts["documents"] == 0:
+        raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
+    if writer.examples == 0:
+        raise DataError(f"corpus {ccfg.name!r} produced no tokens with this tokenizer: {_describe(ccfg)}")
+
+    files = {name: _file_entry(tmp / name) for name in ("tokenizer.json", "vocab.txt")}
+    files.update(writer.file_entries())
+    import tokenizers
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": ccfg.name,
+        "config": {k: key[k] for k in ("corpus", "tokenizer", "max_seq_length", "seed")},
+        "inputs": key["inputs"],
+        "vocab_size": vocab_size,
+        "max_seq_length": max_seq_length,
+        "dtype": dtype.name,
+        "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
+        "counts": {
+            **counts,
+            "examples": writer.examples,
+            "tokens": writer.total_tokens,
+            "single_segment_examples": writer.single_segment,
+        },
+        "shards": writer.shards,
+        "index": {
+            "file": "index.bin",
+            "dtype": "int32",
+            "columns": list(INDEX_COLUMNS),
+            "rows": writer.examples,
+        },
+        "files": files,
+        "versions": {
+            "python": sys.version.split()[0],
+            "tokenizers": tokenizers.__version__,
+            "numpy": np.__version__,
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.time() - t0, 3),
+    }
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _chunks(docs: Iterable[list[str]]) -> Iterator[tuple[int, list[list[str]], int]]:
+    """(chunk index, documents, bytes): whole documents, cut after ~CHUNK_BYTES of text."""
+    batch: list[list[str]] = []
+    size = index = 0
+    for doc in docs:
+        batch.append(doc)
+        size += sum(len(u.encode()) for u in doc)
+        if size >= CHUNK_BYTES:
+            yield index, batch, size
+            index, batch, size = index + 1, [], 0
+    if batch:
+        yield index, batch, size
+
+
+def _run_chunks(
+    chunks: Iterator[tuple[int, list[list[str]], int]],
+    num_workers: int,
+    init_args: tuple,
+    on_result: Callable[[dict], None],
+    start_progress: Callable[[], Any],
+) -> None:
+    """Build chunks on num_workers processes (in this process when <= 1), handing results back in order."""
+    if num_workers <= 1:
+        init_worker(*init_args)
+        start_progress()
+        for index, docs, size in chunks:
+            on_result({**build_chunk((index, docs)), "bytes": size})
+        return
+    # fork: workers start instantly and need no re-import; the pool is made before any thread of ours
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with _env(TOKENIZERS_PARALLELISM="false"):  # one tokenizer thread per worker, and no fork warning
+        pool = mp.get_context(method).Pool(num_workers, initializer=init_worker, initargs=init_args)
+    try:
+        start_progress()
+        pending: deque = deque()  # bounded, so a huge corpus is never read far ahead of the workers
+        for index, docs, size in chunks:
+            pending.append((pool.apply_async(build_chunk, ((index, docs),)), size))
+            if len(pending) >= 2 * num_workers:
+                res, size = pending.popleft()
+                on_result({**res.get(), "bytes": size})
+        while pending:
+            res, size = pending.popleft()
+            on_result({**res.get(), "bytes": size})
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+
+
+class _ShardWriter:
+    def __init__(self, directory: Path, dtype: np.dtype) -> None:
+        self.dir, self.dtype = directory, dtype
+        self.shards: list[dict] = []
+        self._hashes: dict[str, Any] = {"index.bin": hashlib.sha256()}
+        self._index = open(directory / "index.bin", "wb")
+        self._shard = None
+        self.examples = self.total_tokens = self.single_segment = 0
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, b_starts: np.ndarray) -> None:
+        if len(lengths) == 0:
+            return
+        if self._shard is None or self.shards[-1]["tokens"] + len(tokens) > SHARD_TOKENS:
+            self._open_shard()
+        info = self.shards[-1]
+        offsets = info["tokens"] + np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
+        rows = np.stack([np.full_like(lengths, len(self.shards) - 1), offsets.astype(np.int32), lengths, b_starts], 1)
+        self._write(self._shard, info["file"], tokens.astype(self.dtype, copy=False).tobytes())
+        self._write(self._index, "index.bin", np.ascontiguousarray(rows, dtype=np.int32).tobytes())
+        info["tokens"] += len(tokens)
+        info["examples"] += len(lengths)
+        self.examples += len(lengths)
+        self.total_tokens += len(tokens)
+        self.single_segment += int((b_starts == lengths).sum())
+
+    def _open_shard(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+        name = f"shard-{len(self.shards):05d}.bin"
+        self._shard = open(self.dir / name, "wb")
+        self._hashes[name] = hashlib.sha256()
+        self.shards.append({"file": name, "tokens": 0, "examples": 0})
+
+    def _write(self, f: Any, name: str, data: bytes) -> None:
+        f.write(data)
+        self._hashes[name].update(data)
+
+    def close(self) -> None:
+        for f in (self._shard, self._index):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+
+    def file_entries(self) -> dict[str, dict]:
+        return {
+            name: {"bytes": (self.dir / name).stat().st_size, "sha256": h.hexdigest()}
+            for name, h in self._hashes.items()
+        }
+
+
+# ------------------------------------------------------------------------------- reading a data dir
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of a finished data dir; a clear error for a missing, unfinished or foreign dir."""
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    if not directory.is_dir():
+        raise DataError(f"data dir {directory} does not exist (run `make data` / pipelines.prepare first)")
+    if not path.is_file():
+        raise DataError(f"{directory} has no manifest.json: it is not a finished data dir (an interrupted build?)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e})") from e
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format_version {manifest.get('format_version')!r}, this code reads {FORMAT_VERSION}; rebuild it"
+        )
+    return manifest
+
+
+def check_files(directory: str | Path, checksums: bool = False) -> dict:
+    """Every file the manifest lists exists with its recorded size (and sha256 when checksums=True)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for name, entry in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise DataError(f"{directory}: {name} is missing (listed in manifest.json); delete the dir to rebuild")
+        if path.stat().st_size != entry["bytes"]:
+            raise DataError(f"{directory}: {name} has {path.stat().st_size} bytes, manifest.json says {entry['bytes']}")
+        if checksums and corpus_mod.digest_file(path) != entry["sha256"]:
+            raise DataError(f"{directory}: {name} does not match its sha256 in manifest.json")
+    return manifest
+
+
+def check_compatible(directory: str | Path, vocab_size: int, max_seq_length: int | None = None) -> dict:
+    """Raise DataError unless the data dir is finished and was built for this vocab (and length)."""
+    manifest = check_files(directory)
+    tok = load_tokenizer(directory)
+    if tok.get_vocab_size() != manifest["vocab_size"]:
+        raise DataError(
+            f"{directory}: tokenizer.json has {tok.get_vocab_size()} tokens, manifest.json says "
+            f"{manifest['vocab_size']}"
+        )
+    if manifest["vocab_size"] != vocab_size:
+        raise DataError(
+            f"{directory} was tokenized with a {manifest['vocab_size']}-token vocabulary but the model has "
+            f"vocab_size={vocab_size}; use model vocab_size={manifest['vocab_size']} or rebuild the data "
+            f"with the model's tokenizer"
+        )
+    if max_seq_length is not None and manifest["max_seq_length"] != max_seq_length:
+        raise DataError(
+            f"{directory} holds examples of max_seq_length={manifest['max_seq_length']}, requested {max_seq_length}"
+        )
+    return manifest
+
+
+def load_tokenizer(directory: str | Path) -> Any:
+    """tokenizers.Tokenizer from tokenizer.json in a data dir or a run dir."""
+    from tokenizers import Tokenizer
+
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise DataError(f"{directory} has no tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise DataError(f"{path}: cannot load tokenizer ({e})") from e
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _tokenizer_fingerprint(cfg: TokenizerConfig) -> Any:
+    if cfg.kind != "pretrained":
+        return None
+    path = Path(str(cfg.path)).expanduser()
+    files = [path] if path.is_file() else [p for p in (path / "tokenizer.json", path / "vocab.txt") if p.is_file()]
+    return [corpus_mod.digest_file(p) for p in files] or str(cfg.path)
+
+
+def _describe(cfg: CorpusConfig) -> str:
+    if cfg.source == "text":
+        return f"files {[str(p) for p in corpus_mod.resolve_paths(cfg.paths)]}"
+    if cfg.source == "hub":
+        return f"dataset {cfg.dataset!r} ({cfg.config_name}, split {cfg.split})"
+    return "the embedded pydocs corpus"
+
+
+def _file_entry(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": corpus_mod.digest_file(path)}
+
+
+def _remove_stale_tmp(data_dir: Path) -> None:
+    """Delete leftovers of killed builds: tmp dirs made on this host by a process that is gone."""
+    for tmp in data_dir.glob(".tmp-*"):
+        parts = tmp.name.rsplit("-", 3)  # .tmp-<name>, host tag, pid, random
+        if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,27 @@
+"""Tokenize a corpus into pretraining shards: `python -m pipelines.prepare [overrides]` / `make data`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from convbert.data import prepare, read_manifest
+
+
+@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out = prepare(
+        corpus=OmegaConf.to_container(cfg.corpus, resolve=True),
+        tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
+        max_seq_length=cfg.max_seq_length,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        data_dir=cfg.data_dir,
+        progress=cfg.progress,
+    )
+    counts = read_manifest(out)["counts"]
+    print(f"{out}: {counts['documents']} documents, {counts['examples']} examples, {counts['tokens']} tokens")
+
+
+if __name__ == "__main__":
+    main()
