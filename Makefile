@@ -48,7 +48,7 @@ table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)
 
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> table for EXPERIMENT=<name>
-	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),pretrain_experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
 	$(PY) benchmarks/bench_pretrain.py $(ARGS)
