@@ -111,3 +111,11 @@ def test_batch_geometry_and_run_dir_errors(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="not writable"):
         _check_writable(blocker / "run")
+
+
+def test_wandb_offline_run_is_recorded(tmp_path, data_dir):
+    run_dir = tmp_path / "tracked"
+    pretrain(run_dir, data_dir, "trainer.max_steps=2", "tracking=wandb", "tracking.mode=offline")
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (run_dir / "wandb_id.txt").read_text().strip() in runs[0].name
