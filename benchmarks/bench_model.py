@@ -1,0 +1,89 @@
+"""Encoder forward+backward throughput: our ConvBertModel vs transformers.ConvBertModel, same config and input.
+
+Prints one JSON line per (impl, precision):
+  {"impl": "ours"|"transformers", "precision": "fp32"|"bf16", "tokens_per_s": ..., ["ratio_to_reference": ...]}
+Timed iterations of the two implementations are interleaved so that load from other processes hits both alike;
+tokens_per_s uses the median step time. Usage: python benchmarks/bench_model.py [--preset small --iters 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from convbert.config import ConvBertConfig
+from convbert.model import ConvBertModel
+
+HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
+           "intermediate_size", "head_ratio", "conv_kernel_size", "num_groups", "max_position_embeddings",
+           "type_vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps")
+
+
+def make_step(model: torch.nn.Module, call, bf16: bool):
+    def step() -> float:
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = call()
+        hidden.float().square().mean().backward()  # a scalar that touches every output
+        return time.perf_counter() - t0
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--precisions", default="fp32,bf16")
+    args = ap.parse_args()
+
+    import transformers  # benchmark-only dependency
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset(args.preset)
+    ours = ConvBertModel(config).train()
+    hf_config = transformers.ConvBertConfig(**{k: getattr(config, k) for k in HF_KEYS},
+                                            pad_token_id=config.pad_token_id)
+    ref = transformers.ConvBertModel(hf_config).train()
+
+    B, T = args.batch_size, args.seq_len
+    input_ids = torch.randint(5, config.vocab_size, (B, T))
+    attention_mask = torch.ones(B, T, dtype=torch.long)
+    attention_mask[: B // 4, T - T // 8:] = 0  # a quarter of the rows end in padding, as in real batches
+    token_type_ids = torch.zeros(B, T, dtype=torch.long)
+    token_type_ids[:, T // 2:] = 1
+
+    for precision in args.precisions.split(","):
+        bf16 = precision == "bf16"
+        steps = {
+            "ours": make_step(ours, lambda: ours(input_ids, attention_mask, token_type_ids), bf16),
+            "transformers": make_step(ref, lambda: ref(input_ids=input_ids, attention_mask=attention_mask,
+                                                       token_type_ids=token_type_ids).last_hidden_state, bf16),
+        }
+        for step in steps.values():
+            for _ in range(args.warmup):
+                step()
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.iters):
+            for name, step in steps.items():
+                times[name].append(step())
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        for name in steps:
+            row = {"impl": name, "precision": precision, "tokens_per_s": round(B * T / med[name], 1),
+                   "preset": args.preset, "batch_size": B, "seq_len": T, "threads": args.threads}
+            if name == "ours":
+                row["ratio_to_reference"] = round(med["transformers"] / med["ours"], 3)
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""One ELECTRA pretraining step (mask -> generator -> sample -> discriminator -> backward -> clipped AdamW):
+our ElectraPretrainer vs a reference step assembled from transformers' ConvBERT classes.
+
+Reference: ConvBertForMaskedLM generator (vocab logits at all positions, as HF computes them) and
+ConvBertForTokenClassification discriminator (one label), embeddings shared and the LM head tied to them as
+in ELECTRA, same generator size (config.generator_config()), same masking (our mask_tokens), Gumbel sampling
+at the masked positions, loss 1·MLM + 50·RTD with the same global normalisers, the same AdamW + clipping.
+
+Every (impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS (ru_maxrss) is its
+own. Prints JSON lines: an "env" header, then per configuration
+  {"impl": "reference"|"ours", "precision": "fp32"|"bf16", "tokens_per_s", "peak_rss_mb", "rss_after_build_mb",
+   ... and for ours "ratio_to_reference", "memory_ratio_to_reference"}.
+tokens_per_s counts all B·T positions per step and uses the median step time (best round with --rounds > 1).
+
+    python benchmarks/bench_pretrain.py [--steps 5] [--rounds 1] [--quick] [--precisions fp32,bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convbert.config import ConvBertConfig
+from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds, gumbel_sample, mask_tokens
+from convbert.train import Precision, build_optimizer
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
+IMPLS = ("reference", "ours")
+HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
+           "intermediate_size", "head_ratio", "conv_kernel_size", "num_groups", "max_position_embeddings",
+           "type_vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps",
+           "initializer_range", "pad_token_id")
+LR, WEIGHT_DECAY, MAX_GRAD_NORM = 5e-4, 0.01, 1.0
+
+
+def make_batch(B: int, T: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """[CLS] A [SEP] B [SEP] with random word ids; an eighth of the rows shorter and padded (as in shards)."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.full((B, T), PAD, dtype=torch.long)
+    token_type_ids = torch.zeros(B, T, dtype=torch.long)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        n = T if b >= max(1, B // 8) else int(torch.randint(T // 4, T, (1,), generator=g))
+        a_len = int(torch.randint(1, n - 3, (1,), generator=g))  # segment A length
+        input_ids[b, :n] = torch.randint(5, vocab_size, (n,), generator=g)
+        input_ids[b, 0] = CLS
+        input_ids[b, 1 + a_len] = SEP
+        input_ids[b, n - 1] = SEP
+        token_type_ids[b, 2 + a_len:n] = 1
+        attention_mask[b, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+def build_ours(config: ConvBertConfig, objective: ElectraObjective, batch, precision: str) -> Callable[[int], float]:
+    """The step of convbert/pretrain.py (one micro-batch, one process)."""
+    model = ElectraPretrainer(config, objective).train()
+    optimizer = build_optimizer(model, LR, WEIGHT_DECAY, eps=1e-6)
+    prec = Precision(precision, torch.device("cpu"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    ids, am, tt = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    B = ids.shape[0]
+
+    def step(i: int) -> float:
+        seeds = example_seeds(0, i, 0, B)
+        masked_ids, masked = mask_tokens(ids, am, [PAD, UNK, CLS, SEP, MASK], MASK, seeds, objective)
+        norms = torch.stack([masked.sum(), am.sum()]).float()
+        with prec.autocast():
+            loss, stats = model(ids, masked_ids, masked, am, tt, seeds, norms)
+        prec.backward(loss)
+        prec.step(optimizer, params, MAX_GRAD_NORM)
+        optimizer.zero_grad(set_to_none=True)
+        _ = {k: float(v) for k, v in stats.items()}  # the training loop reads every stat each step
+        return float(loss)
+
+    return step
+
+
+def build_reference(config: ConvBertConfig, objective: ElectraObjective, batch,
+                    precision: str) -> Callable[[int], float]:
+    """ELECTRA step from transformers' ConvBERT heads, computed the way HF models do it (full-vocab logits)."""
+    import transformers  # benchmark-only dependency
+
+    def hf_config(c: ConvBertConfig, **extra) -> transformers.ConvBertConfig:
+        return transformers.ConvBertConfig(**{k: getattr(c, k) for k in HF_KEYS}, hidden_act="gelu", **extra)
+
+    gen = transformers.ConvBertForMaskedLM(hf_config(config.generator_config(objective.generator_size)))
+    disc = transformers.ConvBertForTokenClassification(hf_config(config, num_labels=1))
+    gen.convbert.embeddings = disc.convbert.embeddings  # ELECTRA: one embedding module for both
+    gen.generator_lm_head.weight = disc.convbert.embeddings.word_embeddings.weight  # tied MLM decoder
+    model = nn.ModuleDict({"generator": gen, "discriminator": disc}).train()
+    optimizer = build_optimizer(model, LR, WEIGHT_DECAY, eps=1e-6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ids, am, tt = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    B, real = ids.shape[0], am.bool()
+    bf16 = precision == "bf16"
+
+    def step(i: int) -> float:
+        seeds = example_seeds(0, i, 0, B)
+        masked_ids, masked = mask_tokens(ids, am, [PAD, UNK, CLS, SEP, MASK], MASK, seeds, objective)
+        norms = torch.stack([masked.sum(), am.sum()]).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = gen(input_ids=masked_ids, attention_mask=am, token_type_ids=tt).logits  # [B,T,V]
+            mlm_logits = logits[masked]  # [M,V]
+            mlm_sum = F.cross_entropy(mlm_logits.float(), ids[masked], reduction="sum")
+            with torch.no_grad():
+                sampled = gumbel_sample(mlm_logits.detach(), masked.sum(1).tolist(), seeds, objective.temperature)
+                corrupted = ids.masked_scatter(masked, sampled)
+            disc_logits = disc(input_ids=corrupted, attention_mask=am, token_type_ids=tt).logits[..., 0]  # [B,T]
+            labels = (corrupted != ids)[real].float()
+            rtd_sum = F.binary_cross_entropy_with_logits(disc_logits[real].float(), labels, reduction="sum")
+            loss = objective.mlm_weight * mlm_sum / norms[0] + objective.rtd_weight * rtd_sum / norms[1]
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(impl: str, precision: str, args: argparse.Namespace) -> dict:
+    """Child process: build, warm up, time `steps` steps; report step times and this process's peak RSS."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset(args.preset)
+    objective = ElectraObjective()
+    batch = make_batch(args.batch_size, args.seq_len, config.vocab_size)
+    build = build_ours if impl == "ours" else build_reference
+    step = build(config, objective, batch, precision)
+    rss_after_build = _rss_mb()
+    for i in range(args.warmup):
+        step(i)
+    times = []
+    for i in range(args.warmup, args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = step(i)
+        times.append(time.perf_counter() - t0)
+    if loss != loss:
+        raise FloatingPointError(f"{impl}:{precision}: loss is NaN")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"step_s": times, "peak_rss_mb": peak, "rss_after_build_mb": rss_after_build, "loss": loss,
+            "real_tokens": int(batch["attention_mask"].sum())}
+
+
+def spawn(impl: str, precision: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{impl}:{precision}", "--preset", args.preset,
+           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--threads", str(args.threads),
+           "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def env_row(args: argparse.Namespace) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"impl": "env", "torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
+            "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "preset": args.preset, "batch_size": args.batch_size,
+            "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration this many times (interleaved) and keep its best round")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--quick", action="store_true", help="1 warm-up + 2 timed steps")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "impl:precision"
+    args = ap.parse_args()
+    if args.quick:
+        args.warmup, args.steps = 1, 2
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        ap.error("--steps and --rounds must be >= 1, --warmup >= 0")
+
+    if args.one:
+        impl, precision = args.one.split(":")
+        print(json.dumps(run_one(impl, precision, args)), flush=True)
+        return
+
+    precisions = args.precisions.split(",")
+    bad = sorted(set(precisions) - {"fp32", "bf16"})
+    if bad:
+        ap.error(f"--precisions: unknown {bad}; use fp32 and/or bf16")
+    print(json.dumps(env_row(args)), flush=True)
+    failed = False
+    B, T = args.batch_size, args.seq_len
+    for precision in precisions:
+        best: dict[str, dict] = {}
+        for _ in range(args.rounds):
+            for impl in IMPLS:
+                load = os.getloadavg()[0]
+                r = spawn(impl, precision, args)
+                r["load_avg_1m"] = round(load, 2)
+                if "error" in r or "error" in best.get(impl, {}):
+                    best[impl] = r if "error" in r else best[impl]
+                    continue
+                r["median_s"] = statistics.median(r["step_s"])
+                if impl not in best or r["median_s"] < best[impl]["median_s"]:
+                    best[impl] = r
+        for impl in IMPLS:
+            r = best[impl]
+            row = {"impl": impl, "precision": precision}
+            if "error" in r:
+                failed = True
+                print(json.dumps({**row, "error": r["error"]}), flush=True)
+                continue
+            row.update(tokens_per_s=round(B * T / r["median_s"], 1), peak_rss_mb=round(r["peak_rss_mb"], 1),
+                       rss_after_build_mb=round(r["rss_after_build_mb"], 1),
+                       step_s_median=round(r["median_s"], 4), step_s_min=round(min(r["step_s"]), 4),
+                       real_tokens_per_s=round(r["real_tokens"] / r["median_s"], 1),
+                       loss=round(r["loss"], 4), load_avg_1m=r["load_avg_1m"])
+            ref = best["reference"]
+            if impl == "ours" and "error" not in ref:
+                row["ratio_to_reference"] = round(ref["median_s"] / r["median_s"], 3)
+                row["memory_ratio_to_reference"] = round(r["peak_rss_mb"] / ref["peak_rss_mb"], 3)
+            print(json.dumps(row), flush=True)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Read/write HF transformers-format ConvBERT directories (config.json + model.safetensors).
+
+HF ConvBertModel's state-dict key names and shapes are the interchange format. This module never imports
+transformers; pickled checkpoints (pytorch_model.bin) are read with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ConvBertConfig
+from .model import ConvBertModel
+
+# config.json keys shared 1:1 with ConvBertConfig, with HF's defaults for keys a file may omit
+_HF_DEFAULTS: dict[str, Any] = dict(
+    vocab_size=30522, hidden_size=768, embedding_size=768, num_hidden_layers=12, num_attention_heads=12,
+    head_ratio=2, conv_kernel_size=9, intermediate_size=3072, num_groups=1, max_position_embeddings=512,
+    type_vocab_size=2, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12,
+    initializer_range=0.02,
+)
+# our own option, stored in config.json so that our exports round-trip (HF ignores it)
+_MASK_KEY = "convbert_mask_conv_padding"
+# non-persistent buffers that older transformers versions saved; carry no weights
+_IGNORED_KEYS = {"embeddings.position_ids", "embeddings.token_type_ids"}
+
+_ATTN = "attention.self."
+
+
+def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ConvBertConfig:
+    model_type = hf.get("model_type", "convbert")
+    if model_type != "convbert":
+        raise ValueError(f"{source}: model_type is {model_type!r}, expected 'convbert'")
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"{source}: hidden_act={act!r} is not supported (only 'gelu')")
+    kw = {k: hf.get(k, v) for k, v in _HF_DEFAULTS.items()}
+    pad = hf.get("pad_token_id")
+    kw["pad_token_id"] = 0 if pad is None else pad
+    kw["mask_conv_padding"] = bool(hf.get(_MASK_KEY, False))  # HF/official behaviour: conv sees padding
+    try:
+        return ConvBertConfig(attention="mixed", **kw)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from e
+
+
+def config_to_hf(config: ConvBertConfig) -> dict[str, Any]:
+    if config.attention != "mixed":
+        raise ValueError("only attention='mixed' models can be written in the HF ConvBERT format")
+    if int(config.head_ratio) != config.head_ratio:
+        raise ValueError(f"HF ConvBERT needs an integer head_ratio, got {config.head_ratio}")
+    d = {k: getattr(config, k) for k in _HF_DEFAULTS}
+    d["head_ratio"] = int(config.head_ratio)
+    return dict(architectures=["ConvBertModel"], model_type="convbert", hidden_act="gelu",
+                pad_token_id=config.pad_token_id, tie_word_embeddings=True, **d,
+                **{_MASK_KEY: config.mask_conv_padding})
+
+
+# ---- state-dict mapping ------------------------------------------------------------------------
+
+def state_dict_to_hf(sd: dict[str, torch.Tensor], config: ConvBertConfig) -> dict[str, torch.Tensor]:
+    """Our ConvBertModel state dict -> HF ConvBertModel keys/shapes."""
+    A = config.num_sa_heads * config.attention_head_size
+    out: dict[str, torch.Tensor] = {}
+    for key, t in sd.items():
+        if not key.startswith("layers."):
+            out[key] = t
+            continue
+        _, i, rest = key.split(".", 2)
+        p = f"encoder.layer.{i}."
+        if rest.startswith("attention.qkv."):
+            kind = rest.rsplit(".", 1)[1]  # weight | bias
+            names = ("query", "key", "value", "conv_out_layer")
+            for name, part in zip(names, t.split(A, dim=0), strict=True):
+                out[f"{p}{_ATTN}{name}.{kind}"] = part
+        elif rest == "attention.key_conv_depthwise":  # [k, d] -> [d, 1, k]
+            out[f"{p}{_ATTN}key_conv_attn_layer.depthwise.weight"] = t.t().unsqueeze(1)
+        elif rest == "attention.key_conv_pointwise.weight":  # [A, d] -> [A, d, 1]
+            out[f"{p}{_ATTN}key_conv_attn_layer.pointwise.weight"] = t.unsqueeze(-1)
+        elif rest == "attention.key_conv_pointwise.bias":  # [A] -> [A, 1]
+            out[f"{p}{_ATTN}key_conv_attn_layer.bias"] = t.unsqueeze(-1)
+        elif rest.startswith("attention.conv_kernel."):
+            out[f"{p}{_ATTN}conv_kernel_layer.{rest.rsplit('.', 1)[1]}"] = t
+        elif rest.startswith(("attention.dense.", "attention.LayerNorm.")):
+            out[f"{p}attention.output.{rest[len('attention.'):]}"] = t
+        elif rest.startswith(("intermediate.", "output.")):
+            block, kind = rest.split(".")
+            out[f"{p}{block}.dense.{kind}"] = t
+        elif rest.startswith("LayerNorm."):
+            out[f"{p}output.{rest}"] = t
+        else:
+            raise KeyError(f"no HF name for parameter {key!r}")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def state_dict_from_hf(hf: dict[str, torch.Tensor], config: ConvBertConfig) -> dict[str, torch.Tensor]:
+    """HF ConvBertModel keys -> our state dict (inverse of state_dict_to_hf; keys already validated)."""
+    out: dict[str, torch.Tensor] = {}
+    for i in range(config.num_hidden_layers):
+        p, q = f"encoder.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{q}attention.qkv.{kind}"] = torch.cat(
+                [hf[f"{p}{_ATTN}{n}.{kind}"] for n in ("query", "key", "value", "conv_out_layer")], dim=0)
+            out[f"{q}attention.conv_kernel.{kind}"] = hf[f"{p}{_ATTN}conv_kernel_layer.{kind}"]
+            out[f"{q}attention.dense.{kind}"] = hf[f"{p}attention.output.dense.{kind}"]
+            out[f"{q}attention.LayerNorm.{kind}"] = hf[f"{p}attention.output.LayerNorm.{kind}"]
+            out[f"{q}intermediate.{kind}"] = hf[f"{p}intermediate.dense.{kind}"]
+            out[f"{q}output.{kind}"] = hf[f"{p}output.dense.{kind}"]
+            out[f"{q}LayerNorm.{kind}"] = hf[f"{p}output.LayerNorm.{kind}"]
+        sep = f"{p}{_ATTN}key_conv_attn_layer."
+        out[f"{q}attention.key_conv_depthwise"] = hf[f"{sep}depthwise.weight"][:, 0, :].t().contiguous()
+        out[f"{q}attention.key_conv_pointwise.weight"] = hf[f"{sep}pointwise.weight"][..., 0]
+        out[f"{q}attention.key_conv_pointwise.bias"] = hf[f"{sep}bias"][:, 0]
+    for key, t in hf.items():
+        if not key.startswith("encoder."):
+            out[key] = t
+    return out
+
+
+def check_hf_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one ValueError naming every missing, unexpected and mis-shaped key."""
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs expected {tuple(expected[k].shape)}"
+                    for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys: {unexpected}")
+    if shapes:
+        problems.append(f"mis-shaped keys: {shapes}")
+    if problems:
+        raise ValueError(f"{source} does not match the ConvBERT config: " + "; ".join(problems))
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+def read_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    st, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    pt = path / "pytorch_model.bin"
+    if st.is_file():
+        return load_file(str(st)), str(st)
+    if index.is_file():  # sharded safetensors
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sd: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            sd.update(load_file(str(path / shard)))
+        return sd, str(index)
+    if pt.is_file():
+        sd = torch.load(pt, map_location="cpu", weights_only=True)  # refuses to run arbitrary pickles
+        if not isinstance(sd, dict):
+            raise ValueError(f"{pt}: expected a state dict, got {type(sd).__name__}")
+        return sd, str(pt)
+    raise FileNotFoundError(
+        f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def load_hf(path: str | Path, **config_overrides: Any) -> ConvBertModel:
+    """Build a ConvBertModel from a transformers-format directory. Checkpoints of task/pretraining models
+    (keys prefixed 'convbert.') are accepted: their backbone is loaded and head weights are ignored."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found")
+    try:
+        hf_cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
+    config = config_from_hf(hf_cfg, str(cfg_file))
+    if config_overrides:
+        config = ConvBertConfig.from_dict({**config.to_dict(), **config_overrides})
+    sd, source = read_hf_weights(path)
+    sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
+    if sd and all(k.startswith("convbert.") or not k.startswith(("embeddings", "encoder.")) for k in sd) \
+            and any(k.startswith("convbert.") for k in sd):
+        sd = {k[len("convbert."):]: v for k, v in sd.items() if k.startswith("convbert.")}
+        sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
+    model = ConvBertModel(config)
+    check_hf_state_dict(sd, state_dict_to_hf(model.state_dict(), config), source)
+    model.load_state_dict(state_dict_from_hf(sd, config), strict=True)
+    return model
+
+
+def save_hf(model: ConvBertModel, path: str | Path) -> None:
+    """Write config.json + model.safetensors; each file lands atomically (tmp file, then os.replace)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    hf_cfg = config_to_hf(model.config)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tensors = state_dict_to_hf(sd, model.config)
+    _atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
+    _atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(hf_cfg, indent=2) + "\n"))
+
+
+def _atomic_write(dest: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,182 @@
+"""End-to-end GLUE fine-tuning through `python -m pipelines.finetune` (tiny preset, a few dozen examples,
+max_length 32): single jobs, a 2-job multirun on the joblib launcher, a multirun with a failing job, and
+bad-input errors."""
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
+from sklearn import metrics as skm
+
+from convbert.finetune import InitError, load_init
+from convbert.glue.run import run
+from convbert.glue.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = {"task", "metrics", "seed", "model", "pretraining", "steps", "examples_seen", "wall_time_s", "flops",
+          "git_revision", "run_dir", "predictions_file"}
+MODEL_KEYS = {"name", "preset", "attention", "init", "checkpoint_id", "vocab_id"}
+QUICK = ["max_length=32", "batch_size=8", "eval_batch_size=16", "epochs=2", "threads=1", "tracking.mode=disabled"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    bench = make_benchmark(n_train=24, n_dev=12, n_test=6)
+    write_glue_dir(root / "glue", bench)
+    write_hub_dir(root / "hub", bench, tasks=["stsb", "mnli"])
+    write_pretrained_run_dir(root / "pretrain")
+    return root
+
+
+def finetune(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipelines.finetune", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_single_job_from_pretraining_run_dir(env, tmp_path):
+    out = tmp_path / "run"
+    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
+                 f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert SCHEMA <= set(res) and MODEL_KEYS <= set(res["model"])
+    assert res["task"] == "mrpc" and res["seed"] == 1 and set(res["metrics"]) == {"f1", "accuracy"}
+    weights = (env / "pretrain" / "hf" / "model.safetensors").read_bytes()
+    assert res["model"]["checkpoint_id"] == hashlib.sha256(weights).hexdigest()[:12]
+    vocab = (env / "pretrain" / "vocab.txt").read_bytes()
+    assert res["model"]["vocab_id"] == hashlib.sha256(vocab).hexdigest()[:12]
+    assert res["model"]["preset"] == "tiny" and res["model"]["attention"] == "mixed"
+    assert res["pretraining"] == json.loads((env / "pretrain" / "pretrain_summary.json").read_text())
+    # double_unordered: 24 pairs -> 48 training features, 6 batches of 8 per epoch
+    assert res["steps"] == 2 * 6 and res["examples_seen"] == 2 * 48
+    assert res["flops"] > 0 and res["wall_time_s"] > 0 and res["run_dir"] == str(out.resolve())
+    # the dev predictions file re-scores to the reported metrics (sklearn)
+    rows = read_tsv(Path(res["predictions_file"]))
+    assert len(rows) == 12 and {r["split"] for r in rows} == {"validation"}
+    y = np.array([int(r["label"]) for r in rows])
+    pred = np.array([int(r["prediction"]) for r in rows])
+    assert res["metrics"]["accuracy"] == pytest.approx(100 * skm.accuracy_score(y, pred))
+    assert res["metrics"]["f1"] == pytest.approx(100 * skm.f1_score(y, pred, zero_division=0))
+    sub = read_tsv(out / "submission" / "MRPC.tsv")
+    assert [r["index"] for r in sub] == [str(i) for i in range(6)] and {r["prediction"] for r in sub} <= {"0", "1"}
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in evals if "eval/accuracy" in r] == [1, 2]  # dev evaluation after each epoch
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_multirun_two_jobs_hub_source(env, tmp_path):
+    sweep = tmp_path / "sweep"
+    p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"hub_path={env / 'hub'}",
+                 f"cache_dir={tmp_path / 'cache'}", *QUICK, "epochs=1",
+                 f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    stsb = json.loads((sweep / "stsb-seed1-0" / "results.json").read_text())
+    mnli = json.loads((sweep / "mnli-seed1-1" / "results.json").read_text())
+    assert set(stsb["metrics"]) == {"pearson", "spearman"}
+    assert set(mnli["metrics"]) == {"accuracy_m", "accuracy_mm"}
+    assert all(0 <= v <= 100 for v in mnli["metrics"].values())
+    assert mnli["data"]["source"].startswith("hub:")
+    assert mnli["model"]["init_kind"] == "hf" and mnli["pretraining"] is not None  # hf/ of a run dir
+    assert sorted(x.name for x in (sweep / "mnli-seed1-1" / "submission").iterdir()) == [
+        "AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
+    scores = [float(r["prediction"]) for r in read_tsv(sweep / "stsb-seed1-0" / "submission" / "STS-B.tsv")]
+    assert len(scores) == 6 and all(0.0 <= s <= 5.0 for s in scores)
+    dev = read_tsv(Path(mnli["predictions_file"]))
+    assert {r["split"] for r in dev} == {"validation_matched", "validation_mismatched"}
+
+
+def test_failed_job_does_not_lose_the_others(env, tmp_path):
+    glue = tmp_path / "glue"
+    shutil.copytree(env / "glue", glue)
+    lines = (glue / "CoLA" / "train.tsv").read_text().split("\n")
+    lines[4] = "gj04\t1\tmissing the sentence column"
+    (glue / "CoLA" / "train.tsv").write_text("\n".join(lines))
+    sweep = tmp_path / "sweep"
+    # random init: the no-pretraining baseline (preset + tokenizer)
+    p = finetune("-m", "task=cola,sst2", "init=null", "preset=tiny", f"vocab={env / 'pretrain' / 'vocab.txt'}",
+                 f"glue_dir={glue}", *QUICK, "epochs=1", f"hydra.sweep.dir={sweep}")
+    assert p.returncode != 0
+    assert "CoLA/train.tsv:5: malformed row" in p.stderr
+    failed = json.loads((sweep / "cola-seed1-0" / "failed.json").read_text())
+    assert "CoLA/train.tsv:5" in failed["error"] and not (sweep / "cola-seed1-0" / "results.json").exists()
+    res = json.loads((sweep / "sst2-seed1-1" / "results.json").read_text())
+    assert res["model"]["checkpoint_id"] == "random" and res["pretraining"] is None
+    assert res["model"]["preset"] == "tiny" and set(res["metrics"]) == {"accuracy"}
+
+
+def test_learns_the_fixture_task(tmp_path):
+    """In-process run(): a tiny random backbone picks up the label cue word of the synthetic SST-2."""
+    bench = make_benchmark(n_train=64, n_dev=32, n_test=4)
+    write_glue_dir(tmp_path / "glue", bench, tasks=["sst2"])
+    pre = write_pretrained_run_dir(tmp_path / "pre")
+    cfg = dict(task=dict(kind="glue", name="sst2"), seed=1, init=str(pre), glue_dir=str(tmp_path / "glue"),
+               max_length=32, batch_size=8, epochs=5, lr=1e-3, threads=1, tracking=dict(mode="disabled"))
+    threads = torch.get_num_threads()
+    try:  # one thread: on a busy 2-core machine two OpenMP threads spin against each other
+        res = run(cfg, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5]
+    assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
+    assert max(h["accuracy"] for h in res["history"]) >= 75.0  # chance is ~50
+
+
+def test_init_errors(env, tmp_path):
+    with pytest.raises(InitError, match="no such directory"):
+        load_init(str(tmp_path / "missing"))
+    with pytest.raises(InitError, match="needs both a model preset and a vocabulary"):
+        load_init(None, preset="tiny")
+    # a vocabulary that did not travel with this model
+    other = tmp_path / "other"
+    shutil.copytree(env / "pretrain", other)
+    tok = make_tokenizer()
+    tok.add_tokens(["extra", "words"])
+    (other / "tokenizer.json").unlink()
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (other / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab))
+    with pytest.raises(InitError, match=r"vocabulary/model mismatch: .*vocab.txt has \d+ tokens but .*config.json"):
+        load_init(str(other))
+    (other / "hf" / "model.safetensors").unlink()
+    with pytest.raises(InitError, match="no weights"):
+        load_init(str(other))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InitError, match="neither a pretraining run dir"):
+        load_init(str(tmp_path / "empty"))
+
+
+def test_configs_compose():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for name, task in TASKS.items():
+            cfg = compose("finetune", overrides=[f"task={name}"])
+            assert cfg.task.kind == "glue" and cfg.task.name == name
+            assert cfg.epochs == task.epochs and cfg.task.double_unordered == task.double_unordered
+        for launcher, target in [("basic", "BasicLauncher"), ("local_parallel", "JoblibLauncher"),
+                                 ("slurm", "SlurmLauncher")]:
+            cfg = compose("finetune", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+        cfg = compose("finetune", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        assert {"partition", "gpus_per_node", "timeout_min", "cpus_per_task", "mem_gb"} <= set(cfg.hydra.launcher)
+        with pytest.raises(MissingConfigException, match="task/nope"):
+            compose("finetune", overrides=["task=nope"])
+        assert math.isclose(compose("finetune").lr_by_preset.base, 1e-4)

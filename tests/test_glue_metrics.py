@@ -1,0 +1,61 @@
+"""GLUE metrics against scikit-learn / scipy."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from convbert.glue import accuracy, f1, get_task, matthews_corrcoef, pearson, spearman, task_metrics
+from convbert.glue.metrics import rankdata
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    agree = rng.random(n) < 0.6  # correlated predictions, so MCC/F1 are not all near 0
+    p[agree] = y[agree]
+    assert accuracy(p, y) == pytest.approx(skm.accuracy_score(y, p))
+    assert f1(p, y) == pytest.approx(skm.f1_score(y, p))
+    assert matthews_corrcoef(p, y) == pytest.approx(skm.matthews_corrcoef(y, p))
+    y3, p3 = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    assert matthews_corrcoef(p3, y3) == pytest.approx(skm.matthews_corrcoef(y3, p3))
+    assert accuracy(p3, y3) == pytest.approx(skm.accuracy_score(y3, p3))
+
+
+def test_degenerate_cases_match_sklearn():
+    y = np.array([0, 1, 1, 0, 1])
+    for p in (np.zeros(5, int), np.ones(5, int), y, 1 - y):
+        assert matthews_corrcoef(p, y) == pytest.approx(skm.matthews_corrcoef(y, p))
+        assert f1(p, y) == pytest.approx(skm.f1_score(y, p, zero_division=0))
+    assert f1(np.zeros(3, int), np.zeros(3, int)) == 0.0
+    with pytest.raises(ValueError, match="equal length"):
+        accuracy([0, 1], [0])
+    with pytest.raises(ValueError, match="zero examples"):
+        accuracy([], [])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correlations_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 200))
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=n)
+    yt = np.round(rng.uniform(0, 5, n) * 2) / 2  # STS-B-like scores with many ties
+    assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0])
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
+    assert spearman(x, yt) == pytest.approx(stats.spearmanr(x, yt)[0])
+    np.testing.assert_allclose(rankdata(yt), stats.rankdata(yt, method="average"))
+    assert np.isnan(pearson(np.ones(4), np.arange(4)))  # constant input: undefined, as scipy
+
+
+def test_task_metrics_percent_and_keys():
+    y, p = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+    assert task_metrics(get_task("mrpc"), "validation", p, y) == {
+        "f1": pytest.approx(100 * 2 / 3), "accuracy": 75.0}
+    assert set(task_metrics(get_task("cola"), "validation", p, y)) == {"mcc"}
+    assert task_metrics(get_task("mnli"), "validation_mismatched", p, y) == {"accuracy_mm": 75.0}
+    assert task_metrics(get_task("mnli"), "validation_matched", p, y) == {"accuracy_m": 75.0}
+    s = task_metrics(get_task("stsb"), "validation", np.array([0.1, 2.0, 3.5, 4.0]), np.array([0, 2.5, 3, 5]))
+    assert set(s) == {"pearson", "spearman"} and s["spearman"] == pytest.approx(100.0)

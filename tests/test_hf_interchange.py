@@ -1,0 +1,136 @@
+"""HF transformers-format checkpoints: import, export, round trip and error reporting."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from convbert.config import ConvBertConfig
+from convbert.model import ConvBertModel
+
+transformers = pytest.importorskip("transformers")
+
+V = 1000
+# released widths/heads/groups with 2 layers (test speed), plus a head_ratio != 2 variant
+HF_CONFIGS = {
+    "small": dict(hidden_size=256, embedding_size=128, num_attention_heads=4, intermediate_size=1024),
+    "medium-small": dict(hidden_size=384, embedding_size=128, num_attention_heads=8, intermediate_size=1536,
+                         num_groups=2),
+    "small-gamma3": dict(hidden_size=256, embedding_size=128, num_attention_heads=4, intermediate_size=1024,
+                         head_ratio=3),
+}
+
+
+def hf_model(name: str, cls=None):
+    torch.manual_seed(0)
+    config = transformers.ConvBertConfig(vocab_size=V, num_hidden_layers=2, pad_token_id=0, **HF_CONFIGS[name])
+    return (cls or transformers.ConvBertModel)(config).eval()
+
+
+def padded_batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, V, (3, 40), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 31:] = 0
+    mask[2, 12:] = 0
+    ids[mask == 0] = 0
+    types = torch.zeros_like(ids)
+    types[:, 20:] = 1
+    return ids, mask, types
+
+
+def hf_hidden(model, ids, mask, types):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+
+
+@pytest.mark.parametrize("name", list(HF_CONFIGS))
+def test_import_matches_transformers(tmp_path, name):
+    ref = hf_model(name)
+    ref.save_pretrained(tmp_path)
+    ours = ConvBertModel.from_hf(tmp_path).eval()
+    assert not ours.config.mask_conv_padding  # imported checkpoints keep HF's (unmasked) conv behaviour
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        out = ours(ids, mask, types)
+    assert (out - hf_hidden(ref, ids, mask, types)).abs().max().item() <= 1e-5
+
+
+def test_round_trip_ours_to_transformers_to_ours(tmp_path):
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset("medium-small", vocab_size=V, num_hidden_layers=2,
+                                        mask_conv_padding=False)
+    ours = ConvBertModel(config).eval()
+    ours.to_hf(tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["model_type"] == "convbert" and cfg["pad_token_id"] == 0
+    ref, info = transformers.ConvBertModel.from_pretrained(tmp_path / "a", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        assert (ours(ids, mask, types) - hf_hidden(ref.eval(), ids, mask, types)).abs().max().item() <= 1e-5
+    ref.save_pretrained(tmp_path / "b")
+    back = ConvBertModel.from_hf(tmp_path / "b")
+    assert back.config == config
+    theirs, mine = back.state_dict(), ours.state_dict()
+    assert theirs.keys() == mine.keys()
+    assert all(torch.equal(theirs[k], mine[k]) for k in mine)
+
+
+def test_mask_conv_padding_survives_our_own_round_trip(tmp_path):
+    ours = ConvBertModel(ConvBertConfig.from_preset("tiny", vocab_size=V, num_hidden_layers=1))
+    assert ours.config.mask_conv_padding
+    ours.to_hf(tmp_path)
+    assert ConvBertModel.from_hf(tmp_path).config == ours.config
+
+
+def test_pytorch_model_bin_and_prefixed_task_checkpoints(tmp_path):
+    ref = hf_model("small", transformers.ConvBertForMaskedLM)  # keys are prefixed with "convbert."
+    ref.config.to_json_file(str(tmp_path / "config.json"))
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    ours = ConvBertModel.from_hf(tmp_path).eval()
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        diff = ours(ids, mask, types) - hf_hidden(ref.convbert, ids, mask, types)
+    assert diff.abs().max().item() <= 1e-5
+
+
+def corrupt(tmp_path, edit):
+    hf_model("small").save_pretrained(tmp_path)
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    edit(sd)
+    save_file(sd, str(tmp_path / "model.safetensors"))
+
+
+def test_missing_key_is_named(tmp_path):
+    key = "encoder.layer.1.attention.self.conv_kernel_layer.bias"
+    corrupt(tmp_path, lambda sd: sd.pop(key))
+    with pytest.raises(ValueError, match=rf"missing keys: \['{key}'\]"):
+        ConvBertModel.from_hf(tmp_path)
+
+
+def test_unexpected_key_is_named(tmp_path):
+    corrupt(tmp_path, lambda sd: sd.__setitem__("encoder.layer.9.extra.weight", torch.zeros(3)))
+    with pytest.raises(ValueError, match=r"unexpected keys: \['encoder.layer.9.extra.weight'\]"):
+        ConvBertModel.from_hf(tmp_path)
+
+
+def test_misshaped_key_is_named(tmp_path):
+    key = "encoder.layer.0.intermediate.dense.weight"
+    corrupt(tmp_path, lambda sd: sd.__setitem__(key, torch.zeros(1000, 256)))
+    with pytest.raises(ValueError, match=rf"mis-shaped keys: \['{key}: checkpoint \(1000, 256\) vs expected "
+                                         r"\(1024, 256\)'\]"):
+        ConvBertModel.from_hf(tmp_path)
+
+
+def test_bad_config_and_missing_weights_are_reported(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type"):
+        ConvBertModel.from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "convbert", "hidden_size": 256,
+                                                      "num_attention_heads": 4, "embedding_size": 128}))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        ConvBertModel.from_hf(tmp_path)
+    with pytest.raises(ValueError, match="attention='mixed'"):
+        ConvBertModel(ConvBertConfig.from_preset("tiny", vocab_size=V, attention="self")).to_hf(tmp_path / "x")
