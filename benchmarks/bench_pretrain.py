@@ -7,12 +7,13 @@ in ELECTRA, same generator size (config.generator_config()), same masking (our m
 at the masked positions, loss 1·MLM + 50·RTD with the same global normalisers, the same AdamW + clipping.
 
 Every (impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS (ru_maxrss) is its
-own. Prints JSON lines: an "env" header, then per configuration
+own. The two impls of a precision are alive together and step in turn (order flipped every step), so machine
+load from other processes hits both alike. Prints JSON lines: an "env" header, then per configuration
   {"impl": "reference"|"ours", "precision": "fp32"|"bf16", "tokens_per_s", "peak_rss_mb", "rss_after_build_mb",
    ... and for ours "ratio_to_reference", "memory_ratio_to_reference"}.
-tokens_per_s counts all B·T positions per step and uses the median step time (best round with --rounds > 1).
+tokens_per_s counts all B·T positions per step and uses the median timed step.
 
-    python benchmarks/bench_pretrain.py [--steps 5] [--rounds 1] [--quick] [--precisions fp32,bf16]
+    python benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -83,7 +85,7 @@ def build_ours(config: ConvBertConfig, objective: ElectraObjective, batch, preci
         prec.step(optimizer, params, MAX_GRAD_NORM)
         optimizer.zero_grad(set_to_none=True)
         _ = {k: float(v) for k, v in stats.items()}  # the training loop reads every stat each step
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -126,7 +128,7 @@ def build_reference(config: ConvBertConfig, objective: ElectraObjective, batch,
         nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -139,38 +141,83 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def run_one(impl: str, precision: str, args: argparse.Namespace) -> dict:
-    """Child process: build, warm up, time `steps` steps; report step times and this process's peak RSS."""
+class Child:
+    """One configuration in its own process, stepping in lock-step with the parent (so that the two impls'
+    steps interleave and share whatever load the machine has) and reporting its own peak RSS at the end."""
+
+    def __init__(self, impl: str, precision: str, args: argparse.Namespace):
+        self.impl, self.precision = impl, precision
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{impl}:{precision}", "--preset", args.preset,
+               "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--threads", str(args.threads)]
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, bufsize=1)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.stderr.seek(0)
+            lines = self.stderr.read().strip().splitlines()
+            raise RuntimeError(f"{self.impl}:{self.precision} child failed (exit {self.proc.returncode}): "
+                               + (lines[-1] if lines else "no output"))
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def serve(impl: str, precision: str, args: argparse.Namespace) -> None:
+    """Child mode: build, then answer "step I" (one step, prints its time) and "done" (prints peak RSS)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ConvBertConfig.from_preset(args.preset)
     objective = ElectraObjective()
     batch = make_batch(args.batch_size, args.seq_len, config.vocab_size)
-    build = build_ours if impl == "ours" else build_reference
-    step = build(config, objective, batch, precision)
-    rss_after_build = _rss_mb()
-    for i in range(args.warmup):
-        step(i)
-    times = []
-    for i in range(args.warmup, args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = step(i)
-        times.append(time.perf_counter() - t0)
-    if loss != loss:
-        raise FloatingPointError(f"{impl}:{precision}: loss is NaN")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"step_s": times, "peak_rss_mb": peak, "rss_after_build_mb": rss_after_build, "loss": loss,
-            "real_tokens": int(batch["attention_mask"].sum())}
+    step = (build_ours if impl == "ours" else build_reference)(config, objective, batch, precision)
+    print(json.dumps({"rss_after_build_mb": _rss_mb(), "real_tokens": int(batch["attention_mask"].sum())}),
+          flush=True)
+    loss = float("nan")
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "step":
+            t0 = time.perf_counter()
+            loss = step(int(cmd[1]))
+            print(json.dumps({"step_s": time.perf_counter() - t0}), flush=True)
+        elif cmd[0] == "done":
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+            print(json.dumps({"peak_rss_mb": peak, "loss": loss}), flush=True)
+            return
 
 
-def spawn(impl: str, precision: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{impl}:{precision}", "--preset", args.preset,
-           "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--threads", str(args.threads),
-           "--warmup", str(args.warmup), "--steps", str(args.steps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def measure(precision: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Both impls at one precision; warm-up and timed steps alternate between them (order flipped each step)."""
+    children = {impl: Child(impl, precision, args) for impl in IMPLS}
+    try:
+        res = {impl: c.read() for impl, c in children.items()}
+        loads = []
+        for impl in IMPLS:
+            res[impl]["step_s"] = []
+        for i in range(args.warmup + args.steps):
+            loads.append(os.getloadavg()[0])
+            for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
+                t = children[impl].ask(f"step {i}")["step_s"]
+                if i >= args.warmup:
+                    res[impl]["step_s"].append(t)
+        for impl, c in children.items():
+            res[impl].update(c.ask("done"), load_avg_1m=round(statistics.mean(loads), 2))
+        return res
+    finally:
+        for c in children.values():
+            c.close()
 
 
 def env_row(args: argparse.Namespace) -> dict:
@@ -183,7 +230,7 @@ def env_row(args: argparse.Namespace) -> dict:
     return {"impl": "env", "torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
             "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
             "load_avg_1m": round(os.getloadavg()[0], 2), "preset": args.preset, "batch_size": args.batch_size,
-            "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps, "rounds": args.rounds}
+            "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps}
 
 
 def main() -> None:
@@ -194,61 +241,39 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="run every configuration this many times (interleaved) and keep its best round")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--quick", action="store_true", help="1 warm-up + 2 timed steps")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "impl:precision"
     args = ap.parse_args()
-    if args.quick:
-        args.warmup, args.steps = 1, 2
-    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
-        ap.error("--steps and --rounds must be >= 1, --warmup >= 0")
-
     if args.one:
         impl, precision = args.one.split(":")
-        print(json.dumps(run_one(impl, precision, args)), flush=True)
+        serve(impl, precision, args)
         return
-
+    if args.quick:
+        args.warmup, args.steps = 1, 2
+    if args.steps < 1 or args.warmup < 0:
+        ap.error("--steps must be >= 1 and --warmup >= 0")
     precisions = args.precisions.split(",")
     bad = sorted(set(precisions) - {"fp32", "bf16"})
     if bad:
         ap.error(f"--precisions: unknown {bad}; use fp32 and/or bf16")
+
     print(json.dumps(env_row(args)), flush=True)
-    failed = False
-    B, T = args.batch_size, args.seq_len
+    tokens = args.batch_size * args.seq_len
     for precision in precisions:
-        best: dict[str, dict] = {}
-        for _ in range(args.rounds):
-            for impl in IMPLS:
-                load = os.getloadavg()[0]
-                r = spawn(impl, precision, args)
-                r["load_avg_1m"] = round(load, 2)
-                if "error" in r or "error" in best.get(impl, {}):
-                    best[impl] = r if "error" in r else best[impl]
-                    continue
-                r["median_s"] = statistics.median(r["step_s"])
-                if impl not in best or r["median_s"] < best[impl]["median_s"]:
-                    best[impl] = r
+        res = measure(precision, args)
+        med = {impl: statistics.median(r["step_s"]) for impl, r in res.items()}
         for impl in IMPLS:
-            r = best[impl]
-            row = {"impl": impl, "precision": precision}
-            if "error" in r:
-                failed = True
-                print(json.dumps({**row, "error": r["error"]}), flush=True)
-                continue
-            row.update(tokens_per_s=round(B * T / r["median_s"], 1), peak_rss_mb=round(r["peak_rss_mb"], 1),
-                       rss_after_build_mb=round(r["rss_after_build_mb"], 1),
-                       step_s_median=round(r["median_s"], 4), step_s_min=round(min(r["step_s"]), 4),
-                       real_tokens_per_s=round(r["real_tokens"] / r["median_s"], 1),
-                       loss=round(r["loss"], 4), load_avg_1m=r["load_avg_1m"])
-            ref = best["reference"]
-            if impl == "ours" and "error" not in ref:
-                row["ratio_to_reference"] = round(ref["median_s"] / r["median_s"], 3)
-                row["memory_ratio_to_reference"] = round(r["peak_rss_mb"] / ref["peak_rss_mb"], 3)
+            r = res[impl]
+            row = {"impl": impl, "precision": precision, "tokens_per_s": round(tokens / med[impl], 1),
+                   "peak_rss_mb": round(r["peak_rss_mb"], 1), "rss_after_build_mb": round(r["rss_after_build_mb"], 1),
+                   "step_s_median": round(med[impl], 3), "step_s_min": round(min(r["step_s"]), 3),
+                   "real_tokens_per_s": round(r["real_tokens"] / med[impl], 1), "loss": round(r["loss"], 4),
+                   "load_avg_1m": r["load_avg_1m"]}
+            if impl == "ours":
+                row["ratio_to_reference"] = round(med["reference"] / med["ours"], 3)
+                row["memory_ratio_to_reference"] = round(r["peak_rss_mb"] / res["reference"]["peak_rss_mb"], 3)
             print(json.dumps(row), flush=True)
-    if failed:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 from .config import ConvBertConfig
 
 # ------------------------------------------------------------------------------------------------
-# sequence convolutions (no unfold copies: k shifted multiply-adds over a zero-padded view)
+# kernels: sequence convolutions as k shifted multiply-adds (no unfold copies), dropout, attention
 # ------------------------------------------------------------------------------------------------
 
 
@@ -179,13 +179,13 @@ def lightweight_conv(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Bool keep-mask shaped like x, P(keep) = 1 - p (p rounded to a multiple of 2^-15). One 64-bit draw of
-    the generator yields four 15-bit uniforms: torch's bernoulli_ draws one number per element and
-    dominates small-model CPU steps."""
+    """Bool keep-mask shaped like x with P(drop) = p rounded to a multiple of 2^-16. One 64-bit draw of the
+    generator yields four 16-bit uniforms: torch's bernoulli_ draws one number per element and dominates
+    small-model CPU steps."""
     n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()  # 63 random bits each
-    u15 = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF  # uniform in [0, 2^15)
-    return u15 >= round(p * 32768)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+    u16 = bits.view(torch.int16)[:n].view(x.shape)  # uniform in [-2^15, 2^15)
+    return u16 >= round(p * 65536) - 32768
 
 
 class _Dropout(torch.autograd.Function):
@@ -196,12 +196,12 @@ class _Dropout(torch.autograd.Function):
         keep = _keep_mask(x, p)
         ctx.save_for_backward(keep)
         ctx.scale = 1.0 / (1.0 - p)
-        return x.mul(keep).mul_(ctx.scale)
+        return torch.where(keep, x, 0.0).mul_(ctx.scale)  # where() is much faster than a bool multiply
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None
+        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -233,7 +233,7 @@ class _AttentionWithDropout(torch.autograd.Function):
                 scores.add_(bias.to(dt))
             probs = scores.softmax(-1)
             keep = _keep_mask(probs, p)
-            out = torch.matmul(probs * keep * (1.0 / (1.0 - p)), vh)  # [B, N, T, D]
+            out = torch.matmul(torch.where(keep, probs, 0.0).mul_(1.0 / (1.0 - p)), vh)  # [B, N, T, D]
         ctx.save_for_backward(qh, kh, vh, probs, keep)
         ctx.p, ctx.scale = p, scale
         return out.transpose(1, 2)
@@ -243,8 +243,8 @@ class _AttentionWithDropout(torch.autograd.Function):
         qh, kh, vh, probs, keep = ctx.saved_tensors
         drop_scale = 1.0 / (1.0 - ctx.p)
         go = grad.transpose(1, 2).to(qh.dtype)  # [B, N, T, D]
-        grad_v = torch.matmul((probs * keep).mul_(drop_scale).transpose(-1, -2), go)
-        grad_probs = torch.matmul(go, vh.transpose(-1, -2)).mul_(keep).mul_(drop_scale)  # [B, N, T, T]
+        grad_v = torch.matmul(torch.where(keep, probs, 0.0).mul_(drop_scale).transpose(-1, -2), go)
+        grad_probs = torch.where(keep, torch.matmul(go, vh.transpose(-1, -2)), 0.0).mul_(drop_scale)  # [B,N,T,T]
         grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
         grad_q = torch.matmul(grad_scores, kh)
         grad_k = torch.matmul(grad_scores.transpose(-1, -2), qh)
@@ -303,6 +303,7 @@ class GroupedLinear(nn.Module):
         self.weight = nn.Parameter(
             torch.empty(num_groups, in_features // num_groups, out_features // num_groups))  # [g, in/g, out/g]
         self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.normal_(self.weight, 0.0, 0.02)  # standalone default; ConvBertModel applies config's init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dt = _compute_dtype(x)
@@ -415,7 +416,7 @@ class ConvBertModel(nn.Module):
                                    if config.embedding_size != config.hidden_size else None)
         self.layers = nn.ModuleList(ConvBertLayer(config) for _ in range(config.num_hidden_layers))
         for name, m in self.named_modules():
-            if not (shared and name.startswith("embeddings")):  # never re-initialise shared embeddings
+            if not (shared and (name == "embeddings" or name.startswith("embeddings."))):  # shared: keep as is
                 init_weights(m, config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

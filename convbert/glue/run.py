@@ -196,6 +196,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "data": {"source": train.source, "train_examples": len(train), "train_features": len(train_feats),
                  "skipped_train_lines": len(train.skipped_lines)},
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     write_json_atomic(run_dir / "results.json", results)
     tracker.summary({f"final/{k}": v for k, v in metrics.items() if not math.isnan(v)})

@@ -4,7 +4,7 @@ classifier), predict the dev set, score it with the official rules, write predic
 
 `run(cfg, run_dir)` takes the plain-dict config that conf/finetune.yaml composes with conf/task/squad*.yaml.
 SQuAD settings live under `task` (max_length 512, doc_stride 128, ...): the top-level `max_length` is
-GLUE's. Shared with GLUE: init (`load_init`), recipe (`FinetuneHParams`), loop (`fit`), batching.
+GLUE's. Shared with GLUE: init (`load_init_from_cfg`), recipe (`FinetuneHParams`), loop (`fit`), batching.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from convbert.finetune import (
     count_flop_params,
     fit,
     forward_flops,
-    load_init,
+    load_init_from_cfg,
     move,
     resolve_precision,
     seed_everything,
@@ -150,7 +150,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     device = dist.device
     seed_everything(seed)
 
-    pre = load_init(cfg.get("init"), cfg.get("preset"), cfg.get("tokenizer"), cfg.get("model_overrides"))
+    pre = load_init_from_cfg(cfg)
     hp = FinetuneHParams.from_cfg({**cfg, "epochs": epochs, "lr": resolve_lr(cfg, pre)})
     tok, pad_id = pre.tokenizer, pre.config.pad_token_id
     fcfg = FeatureConfig(int(task.get("max_length", 512)), int(task.get("max_query_length", 64)),
