@@ -3,7 +3,9 @@
 Prints one JSON line per (impl, precision):
   {"impl": "ours"|"transformers", "precision": "fp32"|"bf16", "tokens_per_s": ..., ["ratio_to_reference": ...]}
 Timed iterations of the two implementations are interleaved so that load from other processes hits both alike;
-tokens_per_s uses the median step time. Usage: python benchmarks/bench_model.py [--preset small --iters 5]
+tokens_per_s uses the median wall time per step. cpu_s_per_step (process CPU time, all threads) is printed too:
+on a shared machine it is the steadier figure (set OMP_WAIT_POLICY=PASSIVE so idle threads do not spin).
+Usage: python benchmarks/bench_model.py [--preset small --iters 5]
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "
 
 
 def make_step(model: torch.nn.Module, call, bf16: bool):
-    def step() -> float:
+    def step() -> tuple[float, float]:
         model.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             hidden = call()
         hidden.float().square().mean().backward()  # a scalar that touches every output
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     return step
 
 
@@ -72,14 +74,16 @@ def main() -> None:
         for step in steps.values():
             for _ in range(args.warmup):
                 step()
-        times: dict[str, list[float]] = {name: [] for name in steps}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
         for _ in range(args.iters):
             for name, step in steps.items():
                 times[name].append(step())
-        med = {name: statistics.median(ts) for name, ts in times.items()}
+        med = {name: statistics.median(t[0] for t in ts) for name, ts in times.items()}
+        cpu = {name: statistics.median(t[1] for t in ts) for name, ts in times.items()}
         for name in steps:
             row = {"impl": name, "precision": precision, "tokens_per_s": round(B * T / med[name], 1),
-                   "preset": args.preset, "batch_size": B, "seq_len": T, "threads": args.threads}
+                   "cpu_s_per_step": round(cpu[name], 3), "preset": args.preset, "batch_size": B,
+                   "seq_len": T, "threads": args.threads}
             if name == "ours":
                 row["ratio_to_reference"] = round(med["transformers"] / med["ours"], 3)
             print(json.dumps(row), flush=True)
