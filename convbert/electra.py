@@ -118,6 +118,8 @@ class ElectraPretrainer(nn.Module):
             sampled = gumbel_sample(logits.detach(), masked.sum(1).tolist(), seeds, obj.temperature)
             corrupted = input_ids.masked_scatter(masked, sampled)
             replaced = corrupted != input_ids  # masked AND the sample differs from the original
+            mlm_correct = (logits.argmax(-1) == targets).sum()
+        del logits  # [M,V]: backward needs only cross-entropy's saved log-probs, free it before the discriminator
 
         disc_hidden = self.discriminator(corrupted, attention_mask, token_type_ids)  # [B,T,d]
         real = attention_mask.bool()
@@ -131,7 +133,7 @@ class ElectraPretrainer(nn.Module):
             stats = {
                 "mlm_loss_sum": mlm_sum.detach(),
                 "rtd_loss_sum": rtd_sum.detach(),
-                "mlm_correct": (logits.argmax(-1) == targets).sum(),
+                "mlm_correct": mlm_correct,
                 "masked": masked.sum(),
                 "tokens": real.sum(),
                 "disc_correct": (predicted == labels.bool()).sum(),
