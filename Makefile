@@ -51,16 +51,16 @@ reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> table for EXPERIMEN
 	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),pretrain_experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
-	$(PY) benchmarks/bench_pretrain.py $(ARGS)
+	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)
 
 bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
-	$(PY) benchmarks/bench_model.py $(ARGS)
+	$(PY) tests/benchmarks/bench_model.py $(ARGS)
 
 bench-data: $(STAMP) ## raw text -> shards MB/s vs raw tokenizers encode_batch
-	$(PY) benchmarks/bench_data.py $(ARGS)
+	$(PY) tests/benchmarks/bench_data.py $(ARGS)
 
 bench-finetune: $(STAMP) ## fine-tuning examples/s on SST-2-shaped data: ours vs transformers
-	$(PY) benchmarks/bench_finetune.py $(ARGS)
+	$(PY) tests/benchmarks/bench_finetune.py $(ARGS)
 
 clean: ## remove caches (keeps data/ and runs/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

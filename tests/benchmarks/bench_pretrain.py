@@ -13,7 +13,7 @@ load from other processes hits both alike. Prints JSON lines: an "env" header, t
    ... and for ours "ratio_to_reference", "memory_ratio_to_reference"}.
 tokens_per_s counts all B·T positions per step and uses the median timed step.
 
-    python benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
+    python tests/benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
