@@ -35,7 +35,7 @@ lint: $(STAMP) ## ruff
 data: $(STAMP) ## tokenize the corpus into pretraining shards (default: embedded pydocs corpus)
 	$(PY) -m pipelines.prepare $(ARGS)
 
-pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, ~15 min)
+pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, ~12 min on 2 cores)
 	$(PY) -m pipelines.pretrain $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(ARGS)
 
 glue: $(STAMP) ## fine-tune on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... for a local copy)
