@@ -4,7 +4,7 @@
   transformers-format directory (or hub id), or random weights -> backbone, tokenizer, provenance.
 - `fit`: epoch loop over batches with a task loss, AdamW + layer-wise lr decay, linear warmup/decay,
   mixed precision, an eval callback after each epoch, tracking.
-- `FinetuneHParams.from_cfg`, `resolve_lr`, `seed_everything`, `forward_flops`, `write_json_atomic`.
+- `FinetuneHParams.from_cfg`, `resolve_lr`, `seed_everything`, `forward_flops`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -381,32 +379,3 @@ def fit(
             break
     model.eval()
     return FitResult(step, examples, train_flops, eval_flops, train_time, history)
-
-
-# --------------------------------------------------------------------------------------------- files
-def _json_clean(v: Any) -> Any:
-    """NaN/inf -> None so results.json stays strict JSON; numpy scalars -> Python."""
-    if isinstance(v, dict):
-        return {k: _json_clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_clean(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_clean(data), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -7,7 +7,6 @@ runs as one process, under torchrun (one or many nodes) and under srun; rank 0 a
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -48,6 +47,7 @@ from convbert.train import (
     read_metrics,
     save_checkpoint,
 )
+from convbert.train.files import write_json_atomic
 from convbert.train.plot import plot_curves
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -218,7 +218,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if info.is_main:
         for f in ("tokenizer.json", "vocab.txt"):
             shutil.copy2(data_path / f, run_dir / f)
-        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+        write_json_atomic(run_dir / "config.json", cfg)
 
     def checkpoint() -> None:
         rng = _rng_state(info)
@@ -305,18 +305,12 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         if rows:
             summary["final_metrics"] = {k: v for k, v in rows[-1].items() if k != "time_s"}
         _export(model, data_path, run_dir)
-        _write_json(run_dir / "pretrain_summary.json", summary)
+        write_json_atomic(run_dir / "pretrain_summary.json", summary)
         plot_curves(rows, ["rtd_loss", "mlm_loss", "mlm_accuracy", "disc_accuracy"], run_dir / "loss.png")
         tracker.summary(summary.get("final_metrics", {}))
     tracker.finish()
     barrier()
     return summary
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _export(model: ElectraPretrainer, data_path: Path, run_dir: Path) -> None:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.finetune import write_json_atomic
+from convbert.train.files import write_json_atomic
 
 log = logging.getLogger("finetune")
 

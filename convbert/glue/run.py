@@ -26,7 +26,6 @@ from convbert.finetune import (
     resolve_lr,
     resolve_precision,
     seed_everything,
-    write_json_atomic,
 )
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
 from convbert.glue.features import Features, LengthBucketSampler, collate, concat_features, featurize
@@ -35,6 +34,7 @@ from convbert.glue.submission import write_submission, write_tsv_atomic
 from convbert.glue.tasks import GlueTask, get_task
 from convbert.model import ConvBertForSequenceClassification
 from convbert.train import Precision, Tracker, git_revision, init_distributed
+from convbert.train.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,18 @@ from convbert.finetune import (
     forward_flops,
     load_init_from_cfg,
     move,
+    resolve_lr,
     resolve_precision,
     seed_everything,
-    write_json_atomic,
 )
 from convbert.glue.features import LengthBucketSampler
-from convbert.glue.run import resolve_lr
 from convbert.model import ConvBertForQuestionAnswering
 from convbert.squad.data import LoadReport, SquadExample, gold_answers, load_squad
 from convbert.squad.features import FeatureConfig, FeatureReport, SquadFeatures, build_features
 from convbert.squad.postprocess import PostprocessConfig, Predictions, postprocess
 from convbert.squad.scoring import score_squad_v1, score_squad_v2
 from convbert.train import Precision, Tracker, git_revision, init_distributed
+from convbert.train.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
