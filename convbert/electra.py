@@ -7,14 +7,17 @@ whether the global batch runs in one process or is split over ranks and accumula
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from convbert.config import ConvBertConfig
 from convbert.model import ConvBertModel, DiscriminatorHead, GeneratorHead
+from convbert.train.precision import Precision
 
 
 @dataclass
@@ -74,18 +77,32 @@ def mask_tokens(
 
 
 def gumbel_sample(logits: torch.Tensor, counts: list[int], seeds: list[int], temperature: float) -> torch.Tensor:
-    """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN). logits [M,V], rows grouped by example."""
-    logits = logits.float() / temperature
-    noise = torch.cat([
-        torch.rand(n, logits.shape[1], generator=_generator(s + 1, logits.device), device=logits.device)
-        for n, s in zip(counts, seeds, strict=True)
-    ])
-    gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
-    return (logits + gumbel).argmax(-1)
+    """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN): argmax(logits / t - log(-log U)), with U drawn
+    per example from its seed. logits [M,V], rows grouped by example. Works one example at a time, in place,
+    so that the noise stays in cache instead of several [M,V] temporaries."""
+    samples, start = [], 0
+    for n, s in zip(counts, seeds, strict=True):
+        z = logits[start:start + n].float()
+        z = z / temperature if temperature != 1.0 else z
+        u = torch.rand(n, logits.shape[1], generator=_generator(s + 1, logits.device), device=logits.device)
+        neg_gumbel = u.clamp_min_(1e-20).log_().neg_().clamp_min_(1e-20).log_()  # log(-log U) = -Gumbel noise
+        samples.append((z - neg_gumbel).argmax(-1))
+        start += n
+    if start != logits.shape[0]:
+        raise ValueError(f"counts sum to {start}, logits have {logits.shape[0]} rows")
+    return torch.cat(samples) if samples else logits.new_zeros(0, dtype=torch.long)
 
 
 class ElectraPretrainer(nn.Module):
-    """Generator + discriminator sharing the embedding layer; the generator head is tied to word embeddings."""
+    """Generator + discriminator sharing the embedding layer; the generator head is tied to word embeddings.
+
+    A step runs in two phases, each with its own backward (see `train_step`): the generator's loss does not
+    depend on the discriminator (sampling is not differentiated), so its activations are freed before the
+    discriminator runs. The gradients are the same as one backward of the summed loss; the peak memory is
+    the larger phase's, not both together. `forward(phase, ...)` dispatches so that DDP can wrap both.
+    """
+
+    PHASES = ("generator_phase", "discriminator_phase")
 
     def __init__(self, config: ConvBertConfig, objective: ElectraObjective | None = None):
         super().__init__()
@@ -97,7 +114,12 @@ class ElectraPretrainer(nn.Module):
         self.generator_head = GeneratorHead(self.generator_config, self.discriminator.embeddings.word_embeddings)
         self.discriminator_head = DiscriminatorHead(config)
 
-    def forward(
+    def forward(self, phase: str, *args, **kwargs):
+        if phase not in self.PHASES:
+            raise ValueError(f"phase must be one of {self.PHASES}, got {phase!r}")
+        return getattr(self, phase)(*args, **kwargs)
+
+    def generator_phase(
         self,
         input_ids: torch.Tensor,  # [B,T] original tokens
         masked_ids: torch.Tensor,  # [B,T] generator input
@@ -107,41 +129,69 @@ class ElectraPretrainer(nn.Module):
         seeds: list[int],
         norms: torch.Tensor,  # [2]: global masked-token and real-token counts of the whole step
         loss_scale: float = 1.0,  # world size under DDP, whose gradient all-reduce averages over ranks
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (weighted MLM loss, corrupted ids [B,T] sampled from the generator, stats)."""
         obj = self.objective
         gen_hidden = self.generator(masked_ids, attention_mask, token_type_ids)  # [B,T,dg]
-        logits = self.generator_head(gen_hidden[masked])  # [M,V]: vocab logits at masked positions only
         targets = input_ids[masked]  # [M]
-        mlm_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-
+        # vocab logits at masked positions only, fp32, detached: backward rebuilds what it needs
+        mlm_sum, logits = self.generator_head.loss(gen_hidden[masked], targets)  # [], [M,V]
         with torch.no_grad():
-            sampled = gumbel_sample(logits.detach(), masked.sum(1).tolist(), seeds, obj.temperature)
-            corrupted = input_ids.masked_scatter(masked, sampled)
-            replaced = corrupted != input_ids  # masked AND the sample differs from the original
             mlm_correct = (logits.argmax(-1) == targets).sum()
-        del logits  # [M,V]: backward needs only cross-entropy's saved log-probs, free it before the discriminator
+            sampled = gumbel_sample(logits, masked.sum(1).tolist(), seeds, obj.temperature)
+            corrupted = input_ids.masked_scatter(masked, sampled)
+        loss = obj.mlm_weight * mlm_sum / norms[0] * loss_scale
+        stats = {"mlm_loss_sum": mlm_sum.detach(), "mlm_correct": mlm_correct, "masked": masked.sum()}
+        return loss, corrupted, {k: v.float() for k, v in stats.items()}
 
+    def discriminator_phase(
+        self,
+        input_ids: torch.Tensor,  # [B,T] original tokens
+        corrupted: torch.Tensor,  # [B,T] from generator_phase
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        norms: torch.Tensor,
+        loss_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-> (weighted replaced-token-detection loss, stats)."""
         disc_hidden = self.discriminator(corrupted, attention_mask, token_type_ids)  # [B,T,d]
         real = attention_mask.bool()
         disc_logits = self.discriminator_head(disc_hidden)[real].float()  # [R]
-        labels = replaced[real].float()
+        labels = (corrupted != input_ids)[real].float()  # replaced: masked AND the sample differs
         rtd_sum = F.binary_cross_entropy_with_logits(disc_logits, labels, reduction="sum")
-        loss = (obj.mlm_weight * mlm_sum / norms[0] + obj.rtd_weight * rtd_sum / norms[1]) * loss_scale
-
+        loss = self.objective.rtd_weight * rtd_sum / norms[1] * loss_scale
         with torch.no_grad():
-            predicted = disc_logits > 0
+            predicted, replaced = disc_logits > 0, labels.bool()
             stats = {
-                "mlm_loss_sum": mlm_sum.detach(),
                 "rtd_loss_sum": rtd_sum.detach(),
-                "mlm_correct": mlm_correct,
-                "masked": masked.sum(),
                 "tokens": real.sum(),
-                "disc_correct": (predicted == labels.bool()).sum(),
+                "disc_correct": (predicted == replaced).sum(),
                 "replaced": labels.sum(),
                 "predicted_replaced": predicted.sum(),
-                "true_positive": (predicted & labels.bool()).sum(),
+                "true_positive": (predicted & replaced).sum(),
             }
         return loss, {k: v.float() for k, v in stats.items()}
+
+
+def train_step(net: nn.Module, batch: dict, norms: torch.Tensor, precision: Precision, loss_scale: float = 1.0,
+               sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward and backward of one micro-batch through an ElectraPretrainer (or its DDP wrapper), generator
+    phase first. batch: input_ids, masked_ids, masked, attention_mask, token_type_ids, seeds. Under DDP the
+    gradients are all-reduced after the discriminator's backward when `sync` (needs
+    find_unused_parameters=True: the generator's own parameters are not used in that phase).
+    Returns (the micro-batch's total loss, detached; summed stats)."""
+    ids, am, tt = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    no_sync = net.no_sync if isinstance(net, DistributedDataParallel) else contextlib.nullcontext
+    with no_sync():
+        with precision.autocast():
+            gen_loss, corrupted, stats = net("generator_phase", ids, batch["masked_ids"], batch["masked"], am, tt,
+                                             batch["seeds"], norms, loss_scale)
+        precision.backward(gen_loss)
+    with contextlib.nullcontext() if sync else no_sync():
+        with precision.autocast():
+            disc_loss, disc_stats = net("discriminator_phase", ids, corrupted, am, tt, norms, loss_scale)
+        precision.backward(disc_loss)
+    return gen_loss.detach() + disc_loss.detach(), {**stats, **disc_stats}
 
 
 STAT_KEYS = ("mlm_loss_sum", "rtd_loss_sum", "mlm_correct", "masked", "tokens", "disc_correct", "replaced",

@@ -6,7 +6,6 @@ runs as one process, under torchrun (one or many nodes) and under srun; rank 0 a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -30,6 +29,7 @@ from convbert.electra import (
     mask_tokens,
     summarize,
     train_flops,
+    train_step,
 )
 from convbert.train import (
     DistInfo,
@@ -209,7 +209,9 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         model.discriminator.compile()
     net = model
     if info.distributed:
-        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # find_unused_parameters: each phase of train_step leaves the other model's own parameters unused
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                                      find_unused_parameters=True)
     tracker = Tracker(
         run_dir, cfg, mode=cfg["tracking"]["mode"], project=cfg["tracking"]["project"],
         group=cfg["tracking"].get("group") or "pretrain", name=cfg["tracking"].get("name") or cfg["name"],
@@ -251,12 +253,8 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
 
         for a, b in enumerate(micro_batches):
-            accumulating = info.distributed and a < len(micro_batches) - 1
-            with net.no_sync() if accumulating else contextlib.nullcontext():  # all-reduce grads once a step
-                with precision.autocast():
-                    loss, stats = net(b["input_ids"], b["masked_ids"], b["masked"], b["attention_mask"],
-                                      b["token_type_ids"], b["seeds"], norms, float(info.world_size))
-                precision.backward(loss)
+            last = a == len(micro_batches) - 1  # all-reduce gradients once a step
+            loss, stats = train_step(net, b, norms, precision, float(info.world_size), sync=last)
             for k in STAT_KEYS:
                 window[k] += float(stats[k])
         grad_norm = precision.step(optimizer, params, trainer.max_grad_norm)

@@ -1,9 +1,18 @@
 """ELECTRA objective: masking statistics (SPEC §3), sampling, loss normalisation."""
 
+import pytest
 import torch
 
 from convbert.config import ConvBertConfig
-from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds, gumbel_sample, mask_tokens
+from convbert.electra import (
+    ElectraObjective,
+    ElectraPretrainer,
+    example_seeds,
+    gumbel_sample,
+    mask_tokens,
+    train_step,
+)
+from convbert.train import Precision
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = [PAD, UNK, CLS, SEP, MASK]
@@ -54,23 +63,59 @@ def test_gumbel_sampling_follows_the_distribution():
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.03)
 
 
-def test_replaced_labels_and_loss_normalisation():
+def _tiny_model(**kw) -> ElectraPretrainer:
     torch.manual_seed(0)
-    config = ConvBertConfig.from_preset("tiny", vocab_size=500, num_hidden_layers=1,
-                                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = ElectraPretrainer(config).eval()
+    config = ConvBertConfig.from_preset("tiny", vocab_size=500, num_hidden_layers=1, **kw)
+    return ElectraPretrainer(config)
+
+
+def _step_inputs(model: ElectraPretrainer, lengths=(64, 40, 30, 64)) -> tuple[dict, torch.Tensor]:
+    ids, attn = _batch(list(lengths))
+    seeds = example_seeds(1, 0, 0, len(lengths))
+    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, seeds, model.objective)
+    batch = {"input_ids": ids, "masked_ids": masked_ids, "masked": masked, "attention_mask": attn,
+             "token_type_ids": torch.zeros_like(ids), "seeds": seeds}
+    return batch, torch.tensor([masked.sum(), attn.sum()]).float()
+
+
+def _part(batch: dict, s: slice) -> dict:
+    return {k: v[s] for k, v in batch.items()}
+
+
+def test_replaced_labels_and_loss_normalisation():
+    model = _tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).eval()
     assert model.generator.embeddings is model.discriminator.embeddings  # shared embedding layer
     assert model.generator_head.word_embeddings is model.discriminator.embeddings.word_embeddings  # tied
-    ids, attn = _batch([64, 40, 30, 64])
-    types = torch.zeros_like(ids)
-    seeds = example_seeds(1, 0, 0, 4)
-    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, seeds, model.objective)
-    norms = torch.tensor([masked.sum(), attn.sum()]).float()
-    loss, stats = model(ids, masked_ids, masked, attn, types, seeds, norms)
+    batch, norms = _step_inputs(model)
+    loss, stats = train_step(model, batch, norms, Precision("fp32", torch.device("cpu")))
     assert stats["replaced"] <= stats["masked"]  # replaced only where masked
     expected = stats["mlm_loss_sum"] / norms[0] + 50.0 * stats["rtd_loss_sum"] / norms[1]
-    assert torch.allclose(loss.detach(), expected)
+    assert torch.allclose(loss, expected)
     # splitting the batch in two halves with the global normalisers gives the same total loss
-    halves = [model(ids[s], masked_ids[s], masked[s], attn[s], types[s], seeds[s.start:s.stop], norms)[0]
+    halves = [train_step(model, _part(batch, s), norms, Precision("fp32", torch.device("cpu")))[0]
               for s in (slice(0, 2), slice(2, 4))]
     assert torch.allclose(halves[0] + halves[1], loss, atol=1e-5)
+
+
+def test_two_phase_step_gives_the_gradients_of_the_summed_loss():
+    model = _tiny_model().double().train()
+    batch, norms = _step_inputs(model)
+    torch.manual_seed(3)  # same dropout draws in both runs: generator first, then discriminator
+    loss, _ = train_step(model, batch, norms.double(), Precision("fp32", torch.device("cpu")))
+    two_phase = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(3)
+    gen_loss, corrupted, _ = model("generator_phase", batch["input_ids"], batch["masked_ids"], batch["masked"],
+                                   batch["attention_mask"], batch["token_type_ids"], batch["seeds"], norms.double())
+    disc_loss, _ = model("discriminator_phase", batch["input_ids"], corrupted, batch["attention_mask"],
+                         batch["token_type_ids"], norms.double())
+    (gen_loss + disc_loss).backward()  # one backward of the whole ELECTRA loss
+    assert torch.allclose(gen_loss + disc_loss, loss)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, two_phase[n], rtol=1e-10, atol=1e-12), n
+    assert two_phase["discriminator.embeddings.word_embeddings.weight"].abs().sum() > 0
+
+
+def test_phase_name_is_checked():
+    with pytest.raises(ValueError, match="phase must be one of"):
+        _tiny_model()("both")

@@ -12,10 +12,13 @@ from convbert.model import (
     DiscriminatorHead,
     GeneratorHead,
     GroupedLinear,
+)
+from convbert.ops import (
     _keep_mask,
+    _mask_seed,
     depthwise_conv_same,
     dropout,
-    gelu_linear,
+    feed_forward,
     lightweight_conv,
     self_attention,
 )
@@ -215,6 +218,25 @@ def test_depthwise_conv_matches_conv1d_and_gradcheck():
     assert torch.autograd.gradcheck(depthwise_conv_same, (x, w))
 
 
+def test_depthwise_conv_padding_rows_read_as_zero():
+    x = torch.randn(2, 9, 4, dtype=torch.double, requires_grad=True)
+    w = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
+    pad = torch.zeros(2, 9, 1, dtype=torch.bool)
+    pad[1, 6:] = True
+    ref = depthwise_conv_same(x.masked_fill(pad, 0.0), w)
+    assert torch.allclose(depthwise_conv_same(x, w, pad), ref)
+    assert torch.autograd.gradcheck(lambda x, w: depthwise_conv_same(x, w, pad), (x, w))
+
+
+def test_depthwise_conv_of_bf16_input_accumulates_in_fp32():
+    x = torch.randn(2, 16, 8).bfloat16().requires_grad_()
+    w = torch.randn(9, 8, requires_grad=True)
+    out = depthwise_conv_same(x, w)
+    assert out.dtype == torch.float32 and torch.allclose(out, depthwise_conv_same(x.detach().float(), w), atol=1e-5)
+    out.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
+
+
 def test_lightweight_conv_matches_definition_and_gradcheck():
     B, T, N, D, k = 2, 7, 2, 3, 5  # T short enough that taps fall off both ends
     v = torch.randn(B, T, N, D, dtype=torch.double, requires_grad=True)
@@ -265,25 +287,35 @@ def test_discriminator_and_task_heads_shapes():
     cls.convbert.load_state_dict(backbone.state_dict())
 
 
-def test_depthwise_conv_padding_rows_read_as_zero():
-    x = torch.randn(2, 9, 4, dtype=torch.double, requires_grad=True)
-    w = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
-    pad = torch.zeros(2, 9, 1, dtype=torch.bool)
-    pad[1, 6:] = True
-    ref = depthwise_conv_same(x.masked_fill(pad, 0.0), w)
-    assert torch.allclose(depthwise_conv_same(x, w, pad), ref)
-    assert torch.autograd.gradcheck(lambda x, w: depthwise_conv_same(x, w, pad), (x, w))
-
-
 @pytest.mark.parametrize("groups", [1, 2])
-def test_gelu_linear_matches_autograd(groups):
+def test_feed_forward_matches_autograd(groups):
     torch.manual_seed(0)
-    lin = (torch.nn.Linear(8, 6) if groups == 1 else GroupedLinear(8, 6, groups)).double()
-    torch.nn.init.normal_(lin.bias)
-    a = torch.randn(2, 5, 8, dtype=torch.double, requires_grad=True)
-    ref = lin(F.gelu(a))
-    assert torch.allclose(gelu_linear(a, lin), ref)
-    assert torch.autograd.gradcheck(lambda a, w, b: gelu_linear(a, _Params(w, b)), (a, lin.weight, lin.bias))
+
+    def linear(i: int, o: int) -> torch.nn.Module:
+        lin = (torch.nn.Linear(i, o) if groups == 1 else GroupedLinear(i, o, groups)).double()
+        torch.nn.init.normal_(lin.bias)
+        return lin
+
+    lin1, lin2 = linear(6, 8), linear(8, 6)
+    x = torch.randn(2, 5, 6, dtype=torch.double, requires_grad=True)
+    assert torch.allclose(feed_forward(x, lin1, lin2), lin2(F.gelu(lin1(x))))
+    params = (lin1.weight, lin1.bias, lin2.weight, lin2.bias)
+    assert torch.autograd.gradcheck(
+        lambda x, w1, b1, w2, b2: feed_forward(x, _Params(w1, b1), _Params(w2, b2)), (x, *params))
+
+
+def test_feed_forward_under_bf16_autocast_follows_the_autocast_path():
+    torch.manual_seed(0)
+    lin1, lin2 = torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+    x = torch.randn(4, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = feed_forward(x, lin1, lin2)
+        ref = lin2(F.gelu(lin1(x)))
+    assert ours.dtype == ref.dtype == torch.bfloat16 and torch.allclose(ours.float(), ref.float(), atol=1e-2)
+    grads = torch.autograd.grad(ours.float().sum(), (x, lin1.weight, lin2.bias))
+    ref_grads = torch.autograd.grad(ref.float().sum(), (x, lin1.weight, lin2.bias))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.dtype == r.dtype and torch.allclose(g, r, rtol=2e-2, atol=2e-2)
 
 
 class _Params:
@@ -300,7 +332,7 @@ def test_attention_with_dropout_matches_reference():
     out = self_attention(q, k, v, bias, p)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     torch.manual_seed(5)  # the same generator draw gives the same mask
-    keep = _keep_mask(torch.empty(B, N, T, T), p)
+    keep = _keep_mask(torch.Size([B, N, T, T]), p, _mask_seed(), torch.device("cpu"))
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
     probs = ((qh @ kh.transpose(-1, -2)) / D ** 0.5 + bias).softmax(-1)
     ref = ((probs * keep / (1 - p)) @ vh).transpose(1, 2)

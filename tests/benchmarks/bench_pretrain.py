@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbert.config import ConvBertConfig
-from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds, mask_tokens
+from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds, mask_tokens, train_step
 from convbert.train import Precision, build_optimizer
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
@@ -72,16 +72,15 @@ def build_ours(config: ConvBertConfig, objective: ElectraObjective, batch, preci
     optimizer = build_optimizer(model, LR, WEIGHT_DECAY, eps=1e-6)
     prec = Precision(precision, torch.device("cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
-    ids, am, tt = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    ids, am = batch["input_ids"], batch["attention_mask"]
     B = ids.shape[0]
 
     def step(i: int) -> float:
         seeds = example_seeds(0, i, 0, B)
         masked_ids, masked = mask_tokens(ids, am, [PAD, UNK, CLS, SEP, MASK], MASK, seeds, objective)
         norms = torch.stack([masked.sum(), am.sum()]).float()
-        with prec.autocast():
-            loss, stats = model(ids, masked_ids, masked, am, tt, seeds, norms)
-        prec.backward(loss)
+        micro = {**batch, "masked_ids": masked_ids, "masked": masked, "seeds": seeds}
+        loss, stats = train_step(model, micro, norms, prec)
         prec.step(optimizer, params, MAX_GRAD_NORM)
         optimizer.zero_grad(set_to_none=True)
         _ = {k: float(v) for k, v in stats.items()}  # the training loop reads every stat each step

@@ -1,0 +1,322 @@
+"""Autograd kernels behind convbert.model, written for memory and CPU speed: sequence convolutions as
+shifted multiply-adds, a cheap dropout, attention with dropout, FFN and LM-head functions that save less
+for backward. Each saves only what its backward cannot cheaply rebuild; tests check them against plain
+PyTorch autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate reductions in at least fp32 (bf16/fp16 inputs), keep fp64 as is."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _tap_ranges(j: int, k: int, T: int) -> tuple[slice, slice]:
+    """Tap j of a centred k-tap conv: output rows t and input rows t + j - k//2 that lie inside [0, T)."""
+    o = j - k // 2
+    return slice(max(0, -o), T - max(0, o)), slice(max(0, o), T + min(0, o))
+
+
+def _depthwise_conv(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Depthwise conv over time, 'same' zero padding, channels last: xs [B, T, C], w [k, C] -> [B, T, C], as k
+    shifted multiply-adds on sub-ranges (no padded copy, no unfold)."""
+    k, T = w.shape[0], xs.shape[1]
+    out = xs * w[k // 2]  # centre tap covers every row
+    for j in range(k):
+        if j != k // 2:
+            o, i = _tap_ranges(j, k, T)
+            out[:, o].addcmul_(xs[:, i], w[j])
+    return out
+
+
+def _depthwise_conv_backward(xs: torch.Tensor, w: torch.Tensor, grad: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of _depthwise_conv w.r.t. (xs, w), each accumulated in one buffer (autograd through the k
+    slices would allocate and zero a full-size gradient per tap)."""
+    k, T = w.shape[0], grad.shape[1]
+    grad_x = grad * w[k // 2]
+    grad_w = torch.empty(w.shape, dtype=_acc_dtype(grad.dtype), device=w.device)
+    for j in range(k):
+        o, i = _tap_ranges(j, k, T)
+        grad_w[j] = (xs[:, i] * grad[:, o]).sum((0, 1), dtype=grad_w.dtype)
+        if j != k // 2:
+            grad_x[:, i].addcmul_(grad[:, o], w[j])
+    return grad_x, grad_w
+
+
+class _DepthwiseConvSame(torch.autograd.Function):
+    """Depthwise conv over time with 'same' zero padding, channels last. Rows where `pad` ([B, T, 1] bool) is
+    True are read as zeros; the masked input is rebuilt in backward instead of saved. Low-precision inputs
+    are convolved in fp32 and the output stays fp32 (the next matmul casts it under autocast)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        acc = _acc_dtype(x.dtype)
+        xs = x if pad is None else x.masked_fill(pad, 0.0)
+        w = weight.to(acc)
+        ctx.save_for_backward(x, w, pad)
+        ctx.weight_dtype = weight.dtype
+        return _depthwise_conv(xs.to(acc), w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        x, w, pad = ctx.saved_tensors
+        xs = x if pad is None else x.masked_fill(pad, 0.0)
+        grad_x, grad_w = _depthwise_conv_backward(xs.to(w.dtype), w, grad.to(w.dtype))
+        if pad is not None:
+            grad_x.masked_fill_(pad, 0.0)
+        return grad_x.to(x.dtype), grad_w.to(ctx.weight_dtype), None
+
+
+def depthwise_conv_same(x: torch.Tensor, weight: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+    """x [B, T, C], weight [k, C] -> [B, T, C];  out[:, t] = sum_j weight[j] * x[:, t + j - k // 2].
+    Rows where pad [B, T, 1] is True count as zeros (outside the sequence)."""
+    return _DepthwiseConvSame.apply(x, weight, pad)
+
+
+class _LightweightConv(torch.autograd.Function):
+    """out[b,t,n] = sum_j kernel[b,t,n,j] * v[b, t + j - k//2, n]; only v and the kernel are saved
+    (HF's unfold materialises k shifted copies of v)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        k, T = kernel.shape[-1], v.shape[1]
+        a = kernel.to(v.dtype).unsqueeze(-1)  # [B, T, N, k, 1]
+        out = v * a[..., k // 2, :]
+        for j in range(k):
+            if j != k // 2:
+                o, i = _tap_ranges(j, k, T)
+                out[:, o].addcmul_(v[:, i], a[:, o, :, j])
+        ctx.save_for_backward(v, a)
+        ctx.kernel_dtype = kernel.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v, a = ctx.saved_tensors
+        k, T = a.shape[-2], grad.shape[1]
+        grad_v = grad * a[..., k // 2, :]
+        acc = _acc_dtype(v.dtype)
+        grad_a = torch.zeros(a.shape[:-1], dtype=acc, device=a.device)  # [B, T, N, k]
+        for j in range(k):
+            o, i = _tap_ranges(j, k, T)
+            grad_a[:, o, :, j] = (v[:, i] * grad[:, o]).sum(-1, dtype=acc)
+            if j != k // 2:
+                grad_v[:, i].addcmul_(grad[:, o], a[:, o, :, j])
+        return grad_v, grad_a.to(ctx.kernel_dtype)
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+
+
+def grouped_or_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x @ W + b for a Linear weight [out, in] or a grouped weight [g, in/g, out/g]."""
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    g, gi, go = weight.shape
+    xg = x.reshape(-1, g, gi).transpose(0, 1)  # [g, M, in/g]
+    return torch.bmm(xg, weight).transpose(0, 1).reshape(*x.shape[:-1], g * go) + bias
+
+
+def _linear_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of grouped_or_dense w.r.t. (x, weight, bias); bias gradient accumulated in fp32."""
+    x2, gy = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])  # [M, in], [M, out]
+    if weight.dim() == 2:  # W [out, in]
+        grad_w, grad_x = gy.t().mm(x2), gy.mm(weight)
+    else:  # W [G, in/G, out/G]
+        G = weight.shape[0]
+        xg = x2.view(-1, G, weight.shape[1]).transpose(0, 1)  # [G, M, in/G]
+        gyg = gy.view(-1, G, weight.shape[2]).transpose(0, 1)  # [G, M, out/G]
+        grad_w = torch.bmm(xg.transpose(1, 2), gyg)  # [G, in/G, out/G]
+        grad_x = torch.bmm(gyg, weight.transpose(1, 2)).transpose(0, 1).reshape(x2.shape)
+    return grad_x.view(x.shape), grad_w, gy.sum(0, dtype=_acc_dtype(gy.dtype))
+
+
+def _cast(dt: torch.dtype, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(dt) for t in tensors)
+
+
+class _FeedForward(torch.autograd.Function):
+    """y = gelu(x W1 + b1) W2 + b2 (dense or grouped weights), saving x and the pre-activation a = x W1 + b1
+    but not gelu(a), which backward recomputes: the FFN's two [..., 4d] activations are the largest saved
+    tensors of a layer, this keeps one. Autocast is applied by hand (compute in the autocast dtype)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        dt, ctx.param_dtype = compute_dtype(x), w1.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x, w1, w2, b1, b2 = _cast(dt, x, w1, w2, b1, b2)
+            a = grouped_or_dense(x, w1, b1)  # [..., hidden]
+            y = grouped_or_dense(F.gelu(a), w2, b2)
+        ctx.save_for_backward(x, a, w1, w2)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, a, w1, w2 = ctx.saved_tensors
+        grad_g, grad_w2, grad_b2 = _linear_backward(F.gelu(a), w2, grad.to(x.dtype))
+        grad_x, grad_w1, grad_b1 = _linear_backward(x, w1, torch.ops.aten.gelu_backward(grad_g, a))
+        pd = ctx.param_dtype
+        return grad_x, grad_w1.to(pd), grad_b1.to(pd), grad_w2.to(pd), grad_b2.to(pd)
+
+
+def feed_forward(x: torch.Tensor, linear1: nn.Module, linear2: nn.Module) -> torch.Tensor:
+    """linear2(gelu(linear1(x))) for nn.Linear or GroupedLinear layers; gelu's output is not saved."""
+    return _FeedForward.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
+
+
+def conv_tap_mask(keep: torch.Tensor, k: int) -> torch.Tensor:
+    """keep [B, T] bool -> [B, T, 1, k] bool: tap j of token t reads position t + j - k//2, a real token."""
+    padded = F.pad(keep, (k // 2, k // 2), value=False)  # [B, T + k - 1]
+    return padded.unfold(1, k, 1)[:, :, None, :]
+
+
+def lightweight_conv(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Dynamic (per token, per head) conv, zero outside the sequence.
+
+    v [B, T, N, D], kernel [B, T, N, k] (softmaxed over k) -> [B, T, N, D].
+    """
+    return _LightweightConv.apply(v, kernel)
+
+
+def _mask_seed() -> int:
+    """Seed of one dropout mask, drawn from torch's global generator, so that torch.manual_seed and the RNG
+    states in checkpoints still fix every mask. Backward regenerates the mask from it instead of saving it."""
+    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+
+
+def _keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
+    """Bool keep-mask with P(drop) = p rounded to a multiple of 2^-16. One 64-bit draw of the generator yields
+    four 16-bit uniforms: torch's bernoulli_ draws one number per element and dominates small-model CPU steps."""
+    n = shape.numel()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1, generator=gen)
+    u16 = bits.view(torch.int16)[:n].view(shape)  # uniform in [-2^15, 2^15)
+    return u16 >= round(p * 65536) - 32768
+
+
+class _Dropout(torch.autograd.Function):
+    """Inverted dropout with the cheap mask above; backward regenerates the mask from its seed."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.p, ctx.seed = p, _mask_seed()
+        keep = _keep_mask(x.shape, p, ctx.seed, x.device)
+        return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))  # where() is much faster than a bool multiply
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        keep = _keep_mask(grad.shape, ctx.p, ctx.seed, grad.device)
+        return torch.where(keep, grad, 0.0).mul_(1.0 / (1.0 - ctx.p)), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return F.dropout(x, p, True)  # accelerators / compiled graphs have fast fused dropout
+    return _Dropout.apply(x, p)
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+class _AttentionWithDropout(torch.autograd.Function):
+    """softmax(q k^T / sqrt(D) + bias) -> dropout -> @ v. Saves the per-row log-sum-exp and the mask's seed, not
+    the [B, N, T, T] probabilities and mask: backward rebuilds them with one q k^T (q, k, v are views of the
+    fused projection, alive anyway). q, k, v [B, T, N, D] -> [B, T, N, D]."""
+
+    @staticmethod
+    def _scores(qh, kh, bias, scale):
+        scores = torch.matmul(qh, kh.transpose(-1, -2)).mul_(scale)  # [B, N, T, T]
+        return scores if bias is None else scores.add_(bias)
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, p: float):
+        dt = compute_dtype(q)
+        with torch.autocast(q.device.type, enabled=False):
+            qh, kh, vh = (t.transpose(1, 2).to(dt) for t in (q, k, v))  # [B, N, T, D]
+            bias = bias.to(dt) if bias is not None else None
+            scale = qh.shape[-1] ** -0.5
+            probs = _AttentionWithDropout._scores(qh, kh, bias, scale)
+            lse = torch.logsumexp(probs, -1, keepdim=True)  # [B, N, T, 1]
+            probs = probs.sub_(lse).exp_()
+            seed = _mask_seed()
+            keep = _keep_mask(probs.shape, p, seed, probs.device)
+            out = torch.matmul(torch.where(keep, probs, 0.0).mul_(1.0 / (1.0 - p)), vh)  # [B, N, T, D]
+        ctx.save_for_backward(qh, kh, vh, bias, lse)
+        ctx.p, ctx.scale, ctx.seed = p, scale, seed
+        return out.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        qh, kh, vh, bias, lse = ctx.saved_tensors
+        probs = _AttentionWithDropout._scores(qh, kh, bias, ctx.scale).sub_(lse).exp_()
+        keep = _keep_mask(probs.shape, ctx.p, ctx.seed, probs.device)
+        drop_scale = 1.0 / (1.0 - ctx.p)
+        go = grad.transpose(1, 2).to(qh.dtype)  # [B, N, T, D]
+        grad_v = torch.matmul(torch.where(keep, probs, 0.0).mul_(drop_scale).transpose(-1, -2), go)
+        grad_probs = torch.where(keep, torch.matmul(go, vh.transpose(-1, -2)), 0.0).mul_(drop_scale)  # [B,N,T,T]
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
+        grad_q = torch.matmul(grad_scores, kh)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), qh)
+        return grad_q.transpose(1, 2), grad_k.transpose(1, 2), grad_v.transpose(1, 2), None, None
+
+
+def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.Tensor | None,
+                   dropout_p: float) -> torch.Tensor:
+    """Scaled dot-product attention. q, k, v [B, T, N, D]; attn_bias [B, 1, 1, T] additive -> [B, T, N, D].
+
+    SDPA everywhere except CPU training with attention dropout: there SDPA falls back to its math path with
+    bernoulli dropout, and the explicit kernel above is ~1.5x faster at T=128 and saves less.
+    """
+    if dropout_p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _AttentionWithDropout.apply(q, k, v, attn_bias, dropout_p)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, N, T, D] views
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p).transpose(1, 2)
+
+
+class _TiedLMCrossEntropy(torch.autograd.Function):
+    """sum_i CE(h_i W^T + b, target_i) without keeping the [M, V] logits for backward: only h and the
+    log-sum-exp per row are saved and backward rebuilds the logits with one matmul. The fp32 logits are
+    also returned, detached, for sampling and accuracy; the caller frees them before the discriminator."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor):
+        dt = compute_dtype(h)
+        with torch.autocast(h.device.type, enabled=False):
+            h, w, b = h.to(dt), weight.to(dt), bias.to(dt)
+            logits = F.linear(h, w, b).float()  # [M, V]
+            lse = torch.logsumexp(logits, -1)  # [M]
+            loss_sum = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+        ctx.save_for_backward(h, w, b, targets, lse)
+        ctx.param_dtype = weight.dtype
+        ctx.mark_non_differentiable(logits)
+        return loss_sum, logits
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_logits: None):
+        h, w, b, targets, lse = ctx.saved_tensors
+        # d loss / d logits = softmax - onehot, built in place in the rebuilt logits buffer
+        grad = F.linear(h, w, b).float().sub_(lse[:, None]).exp_()  # [M, V] fp32
+        grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
+        grad = grad.mul_(grad_loss)
+        grad_b = grad.sum(0)
+        grad = grad.to(h.dtype)
+        return grad.mm(w), grad.t().mm(h).to(ctx.param_dtype), grad_b.to(ctx.param_dtype), None
+
+
+def tied_lm_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """h [M, E], weight [V, E], bias [V], targets [M] -> (summed cross-entropy, detached fp32 logits [M, V])."""
+    return _TiedLMCrossEntropy.apply(h, weight, bias, targets)
