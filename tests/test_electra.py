@@ -119,3 +119,40 @@ def test_two_phase_step_gives_the_gradients_of_the_summed_loss():
 def test_phase_name_is_checked():
     with pytest.raises(ValueError, match="phase must be one of"):
         _tiny_model()("both")
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = _tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch, norms = _step_inputs(model)
+    net = DistributedDataParallel(model, find_unused_parameters=True)
+    for a in range(2):  # two accumulation micro-batches per rank; global position a * world + rank
+        part = _part(batch, slice(a * world + rank, a * world + rank + 1))
+        train_step(net, part, norms, Precision("fp32", torch.device("cpu")), float(world), sync=a == 1)
+    torch.save({n: p.grad for n, p in model.named_parameters()}, f"{out_dir}/grads{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_with_accumulation_gives_the_full_batch_gradients(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    model = _tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch, norms = _step_inputs(model)
+    train_step(model, batch, norms, Precision("fp32", torch.device("cpu")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        grads = torch.load(tmp_path / f"grads{rank}.pt")
+        for n, p in model.named_parameters():  # generator-only parameters included
+            assert torch.allclose(grads[n], p.grad, atol=1e-6), (rank, n)
