@@ -187,35 +187,30 @@ def lightweight_conv(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return _LightweightConv.apply(v, kernel)
 
 
-def _mask_seed() -> int:
-    """Seed of one dropout mask, drawn from torch's global generator, so that torch.manual_seed and the RNG
-    states in checkpoints still fix every mask. Backward regenerates the mask from it instead of saving it."""
-    return int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
-
-
-def _keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device) -> torch.Tensor:
-    """Bool keep-mask with P(drop) = p rounded to a multiple of 2^-16. One 64-bit draw of the generator yields
-    four 16-bit uniforms: torch's bernoulli_ draws one number per element and dominates small-model CPU steps."""
-    n = shape.numel()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1, generator=gen)
-    u16 = bits.view(torch.int16)[:n].view(shape)  # uniform in [-2^15, 2^15)
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Bool keep-mask shaped like x with P(drop) = p rounded to a multiple of 2^-16. One 64-bit draw of the
+    generator yields four 16-bit uniforms: torch's bernoulli_ draws one number per element and dominates
+    small-model CPU steps."""
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+    u16 = bits.view(torch.int16)[:n].view(x.shape)  # uniform in [-2^15, 2^15)
     return u16 >= round(p * 65536) - 32768
 
 
 class _Dropout(torch.autograd.Function):
-    """Inverted dropout with the cheap mask above; backward regenerates the mask from its seed."""
+    """Inverted dropout with the cheap mask above, kept as bool (1 byte per element) for backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        ctx.p, ctx.seed = p, _mask_seed()
-        keep = _keep_mask(x.shape, p, ctx.seed, x.device)
-        return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))  # where() is much faster than a bool multiply
+        keep = _keep_mask(x, p)
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        return torch.where(keep, x, 0.0).mul_(ctx.scale)  # where() is much faster than a bool multiply
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        keep = _keep_mask(grad.shape, ctx.p, ctx.seed, grad.device)
-        return torch.where(keep, grad, 0.0).mul_(1.0 / (1.0 - ctx.p)), None
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -232,13 +227,13 @@ class Dropout(nn.Dropout):
 
 
 class _AttentionWithDropout(torch.autograd.Function):
-    """softmax(q k^T / sqrt(D) + bias) -> dropout -> @ v. Saves the per-row log-sum-exp and the mask's seed, not
-    the [B, N, T, T] probabilities and mask: backward rebuilds them with one q k^T (q, k, v are views of the
-    fused projection, alive anyway). q, k, v [B, T, N, D] -> [B, T, N, D]."""
+    """softmax(q k^T / sqrt(D) + bias) -> dropout -> @ v. Saves the row log-sum-exp and the bool dropout mask,
+    not the [B, N, T, T] probabilities: backward rebuilds them with one q k^T (q, k, v are views of the fused
+    projection, alive anyway). q, k, v [B, T, N, D] -> [B, T, N, D]."""
 
     @staticmethod
-    def _scores(qh, kh, bias, scale):
-        scores = torch.matmul(qh, kh.transpose(-1, -2)).mul_(scale)  # [B, N, T, T]
+    def _scores(qh, kh, bias):
+        scores = torch.matmul(qh, kh.transpose(-1, -2))  # [B, N, T, T]; qh is pre-scaled
         return scores if bias is None else scores.add_(bias)
 
     @staticmethod
@@ -246,30 +241,32 @@ class _AttentionWithDropout(torch.autograd.Function):
         dt = compute_dtype(q)
         with torch.autocast(q.device.type, enabled=False):
             qh, kh, vh = (t.transpose(1, 2).to(dt) for t in (q, k, v))  # [B, N, T, D]
+            qh = qh * qh.shape[-1] ** -0.5  # scaling q is cheaper than scaling the scores when D < T
             bias = bias.to(dt) if bias is not None else None
-            scale = qh.shape[-1] ** -0.5
-            probs = _AttentionWithDropout._scores(qh, kh, bias, scale)
-            lse = torch.logsumexp(probs, -1, keepdim=True)  # [B, N, T, 1]
-            probs = probs.sub_(lse).exp_()
-            seed = _mask_seed()
-            keep = _keep_mask(probs.shape, p, seed, probs.device)
+            scores = _AttentionWithDropout._scores(qh, kh, bias)
+            probs = scores.softmax(-1)
+            # log-sum-exp from the row max (probs there is >= 1/T, so its log is accurate), kept in fp32
+            acc = _acc_dtype(dt)
+            lse = scores.amax(-1, keepdim=True).to(acc) - probs.amax(-1, keepdim=True).to(acc).log()  # [B,N,T,1]
+            del scores
+            keep = _keep_mask(probs, p)
             out = torch.matmul(torch.where(keep, probs, 0.0).mul_(1.0 / (1.0 - p)), vh)  # [B, N, T, D]
-        ctx.save_for_backward(qh, kh, vh, bias, lse)
-        ctx.p, ctx.scale, ctx.seed = p, scale, seed
+        ctx.save_for_backward(qh, kh, vh, bias, lse, keep)
+        ctx.p = p
         return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, grad):
-        qh, kh, vh, bias, lse = ctx.saved_tensors
-        probs = _AttentionWithDropout._scores(qh, kh, bias, ctx.scale).sub_(lse).exp_()
-        keep = _keep_mask(probs.shape, ctx.p, ctx.seed, probs.device)
+        qh, kh, vh, bias, lse, keep = ctx.saved_tensors
+        probs = _AttentionWithDropout._scores(qh, kh, bias).sub_(lse).exp_()
         drop_scale = 1.0 / (1.0 - ctx.p)
         go = grad.transpose(1, 2).to(qh.dtype)  # [B, N, T, D]
         grad_v = torch.matmul(torch.where(keep, probs, 0.0).mul_(drop_scale).transpose(-1, -2), go)
         grad_probs = torch.where(keep, torch.matmul(go, vh.transpose(-1, -2)), 0.0).mul_(drop_scale)  # [B,N,T,T]
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
-        grad_q = torch.matmul(grad_scores, kh)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), qh)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        scale = qh.shape[-1] ** -0.5
+        grad_q = torch.matmul(grad_scores, kh).mul_(scale)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), qh)  # qh carries the scale
         return grad_q.transpose(1, 2), grad_k.transpose(1, 2), grad_v.transpose(1, 2), None, None
 
 
@@ -296,7 +293,7 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
         dt = compute_dtype(h)
         with torch.autocast(h.device.type, enabled=False):
             h, w, b = h.to(dt), weight.to(dt), bias.to(dt)
-            logits = F.linear(h, w, b).float()  # [M, V]
+            logits = F.linear(h, w, b).to(_acc_dtype(dt))  # [M, V], fp32 under autocast
             lse = torch.logsumexp(logits, -1)  # [M]
             loss_sum = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
         ctx.save_for_backward(h, w, b, targets, lse)
@@ -308,7 +305,7 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor, _grad_logits: None):
         h, w, b, targets, lse = ctx.saved_tensors
         # d loss / d logits = softmax - onehot, built in place in the rebuilt logits buffer
-        grad = F.linear(h, w, b).float().sub_(lse[:, None]).exp_()  # [M, V] fp32
+        grad = F.linear(h, w, b).to(lse.dtype).sub_(lse[:, None]).exp_()  # [M, V], fp32 under autocast
         grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
         grad = grad.mul_(grad_loss)
         grad_b = grad.sum(0)

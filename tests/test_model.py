@@ -15,12 +15,12 @@ from convbert.model import (
 )
 from convbert.ops import (
     _keep_mask,
-    _mask_seed,
     depthwise_conv_same,
     dropout,
     feed_forward,
     lightweight_conv,
     self_attention,
+    tied_lm_cross_entropy,
 )
 
 V = 1000  # small vocab keeps tests fast
@@ -270,6 +270,38 @@ def test_generator_head_on_selected_positions_equals_full_projection():
     assert torch.allclose(selected, full, atol=1e-5)
 
 
+def test_tied_lm_cross_entropy_matches_cross_entropy_and_gradcheck():
+    torch.manual_seed(0)
+    h = torch.randn(7, 5, dtype=torch.double, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.double, requires_grad=True)
+    b = torch.randn(11, dtype=torch.double, requires_grad=True)
+    targets = torch.randint(0, 11, (7,))
+    loss, logits = tied_lm_cross_entropy(h, w, b, targets)
+    ref_logits = F.linear(h, w, b)
+    assert torch.allclose(logits, ref_logits) and not logits.requires_grad
+    assert torch.allclose(loss, F.cross_entropy(ref_logits, targets, reduction="sum"))
+    assert torch.autograd.gradcheck(lambda h, w, b: tied_lm_cross_entropy(h, w, b, targets)[0], (h, w, b))
+
+
+def test_generator_head_loss_under_bf16_autocast_matches_autocast_reference():
+    torch.manual_seed(0)
+    config = tiny()
+    emb = torch.nn.Embedding(V, config.embedding_size)
+    head = GeneratorHead(config.generator_config(), emb)
+    hidden = torch.randn(20, head.dense.in_features)
+    targets = torch.randint(0, V, (20,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits = head.loss(hidden, targets)
+        ref_logits = head(hidden)
+    ref = F.cross_entropy(ref_logits.float(), targets, reduction="sum")
+    assert logits.dtype == torch.float32 and torch.equal(logits, ref_logits.float())
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    grads = torch.autograd.grad(loss, (emb.weight, head.dense.weight))
+    ref_grads = torch.autograd.grad(ref, (emb.weight, head.dense.weight))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.dtype == r.dtype == torch.float32 and torch.allclose(g, r, rtol=2e-2, atol=1e-3)
+
+
 def test_discriminator_and_task_heads_shapes():
     config = tiny()
     ids, mask, types = batch()
@@ -332,7 +364,7 @@ def test_attention_with_dropout_matches_reference():
     out = self_attention(q, k, v, bias, p)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     torch.manual_seed(5)  # the same generator draw gives the same mask
-    keep = _keep_mask(torch.Size([B, N, T, T]), p, _mask_seed(), torch.device("cpu"))
+    keep = _keep_mask(torch.empty(B, N, T, T), p)
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
     probs = ((qh @ kh.transpose(-1, -2)) / D ** 0.5 + bias).softmax(-1)
     ref = ((probs * keep / (1 - p)) @ vh).transpose(1, 2)
