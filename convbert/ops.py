@@ -232,8 +232,8 @@ class _AttentionWithDropout(torch.autograd.Function):
     projection, alive anyway). q, k, v [B, T, N, D] -> [B, T, N, D]."""
 
     @staticmethod
-    def _scores(qh, kh, bias):
-        scores = torch.matmul(qh, kh.transpose(-1, -2))  # [B, N, T, T]; qh is pre-scaled
+    def _scores(qs, kh, bias):
+        scores = torch.matmul(qs, kh.transpose(-1, -2))  # [B, N, T, T]
         return scores if bias is None else scores.add_(bias)
 
     @staticmethod
@@ -241,9 +241,9 @@ class _AttentionWithDropout(torch.autograd.Function):
         dt = compute_dtype(q)
         with torch.autocast(q.device.type, enabled=False):
             qh, kh, vh = (t.transpose(1, 2).to(dt) for t in (q, k, v))  # [B, N, T, D]
-            qh = qh * qh.shape[-1] ** -0.5  # scaling q is cheaper than scaling the scores when D < T
             bias = bias.to(dt) if bias is not None else None
-            scores = _AttentionWithDropout._scores(qh, kh, bias)
+            # scaling q is cheaper than scaling the scores when D < T; the scaled copy is not saved
+            scores = _AttentionWithDropout._scores(qh * qh.shape[-1] ** -0.5, kh, bias)
             probs = scores.softmax(-1)
             # log-sum-exp from the row max (probs there is >= 1/T, so its log is accurate), kept in fp32
             acc = _acc_dtype(dt)
@@ -258,15 +258,16 @@ class _AttentionWithDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         qh, kh, vh, bias, lse, keep = ctx.saved_tensors
-        probs = _AttentionWithDropout._scores(qh, kh, bias).sub_(lse).exp_()
+        scale = qh.shape[-1] ** -0.5
+        qs = qh * scale
+        probs = _AttentionWithDropout._scores(qs, kh, bias).sub_(lse).exp_()
         drop_scale = 1.0 / (1.0 - ctx.p)
         go = grad.transpose(1, 2).to(qh.dtype)  # [B, N, T, D]
         grad_v = torch.matmul(torch.where(keep, probs, 0.0).mul_(drop_scale).transpose(-1, -2), go)
         grad_probs = torch.where(keep, torch.matmul(go, vh.transpose(-1, -2)), 0.0).mul_(drop_scale)  # [B,N,T,T]
         grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        scale = qh.shape[-1] ** -0.5
         grad_q = torch.matmul(grad_scores, kh).mul_(scale)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), qh)  # qh carries the scale
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), qs)
         return grad_q.transpose(1, 2), grad_k.transpose(1, 2), grad_v.transpose(1, 2), None, None
 
 

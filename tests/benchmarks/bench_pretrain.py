@@ -6,11 +6,13 @@ ConvBertForTokenClassification discriminator (one label), embeddings shared and 
 in ELECTRA, same generator size (config.generator_config()), same masking (our mask_tokens), Gumbel sampling
 at the masked positions, loss 1·MLM + 50·RTD with the same global normalisers, the same AdamW + clipping.
 
-Every (impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS (ru_maxrss) is its
-own. The two impls of a precision are alive together and step in turn (order flipped every step), so machine
+Memory: peak RSS of the process (ru_maxrss) and, from one extra profiled step, the peak bytes of live tensors
+("peak_tensor_mb"), which leaves out freed memory that the allocator (glibc) keeps resident. Every
+(impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS is its own. The two impls of a precision are alive together and step in turn (order flipped every step), so machine
 load from other processes hits both alike. Prints JSON lines: an "env" header, then per configuration
-  {"impl": "reference"|"ours", "precision": "fp32"|"bf16", "tokens_per_s", "peak_rss_mb", "rss_after_build_mb",
-   ... and for ours "ratio_to_reference", "memory_ratio_to_reference"}.
+  {"impl": "reference"|"ours", "precision": "fp32"|"bf16", "tokens_per_s", "peak_rss_mb", "peak_tensor_mb",
+   "rss_after_build_mb", ... and for ours "ratio_to_reference", "memory_ratio_to_reference",
+   "tensor_memory_ratio_to_reference"}.
 tokens_per_s counts all B·T positions per step and uses the median timed step.
 
     python tests/benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
@@ -201,9 +203,25 @@ def serve(impl: str, precision: str, args: argparse.Namespace) -> None:
             loss = step(int(cmd[1]))
             print(json.dumps({"step_s": time.perf_counter() - t0}), flush=True)
         elif cmd[0] == "done":
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-            print(json.dumps({"peak_rss_mb": peak, "loss": loss}), flush=True)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; read before profiling
+            print(json.dumps({"peak_rss_mb": peak, "loss": loss, "peak_tensor_mb": peak_tensor_mb(step, int(cmd[1]))}),
+                  flush=True)
             return
+
+
+def peak_tensor_mb(step: Callable[[int], float], i: int) -> float:
+    """Peak bytes of live tensors during one step, from the profiler's memory timeline: independent of how
+    the allocator (glibc here) keeps freed memory resident, which peak RSS includes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step(i)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "timeline.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)  # bytes per category at each event
+    return max(sum(s) for s in sizes) / 2**20
 
 
 def measure(precision: str, args: argparse.Namespace) -> dict[str, dict]:
@@ -221,7 +239,7 @@ def measure(precision: str, args: argparse.Namespace) -> dict[str, dict]:
                 if i >= args.warmup:
                     res[impl]["step_s"].append(t)
         for impl, c in children.items():
-            res[impl].update(c.ask("done"), load_avg_1m=round(statistics.mean(loads), 2))
+            res[impl].update(c.ask(f"done {args.warmup + args.steps}"), load_avg_1m=round(statistics.mean(loads), 2))
         return res
     finally:
         for c in children.values():
@@ -282,7 +300,8 @@ def main() -> None:
         for impl in IMPLS:
             r = res[impl]
             row = {"impl": impl, "precision": precision, "tokens_per_s": round(tokens / med[impl], 1),
-                   "peak_rss_mb": round(r["peak_rss_mb"], 1), "rss_after_build_mb": round(r["rss_after_build_mb"], 1),
+                   "peak_rss_mb": round(r["peak_rss_mb"], 1), "peak_tensor_mb": round(r["peak_tensor_mb"], 1),
+                   "rss_after_build_mb": round(r["rss_after_build_mb"], 1),
                    "step_s_median": round(med[impl], 3), "step_s_min": round(min(r["step_s"]), 3),
                    "real_tokens_per_s": round(r["real_tokens"] / med[impl], 1), "loss": round(r["loss"], 4),
                    "load_avg_1m": r["load_avg_1m"], "step_s": [round(t, 3) for t in r["step_s"]]}
@@ -291,6 +310,8 @@ def main() -> None:
                 # fastest step vs fastest step: less sensitive to load bursts that hit one impl's steps
                 row["ratio_to_reference_best"] = round(min(res["reference"]["step_s"]) / min(r["step_s"]), 3)
                 row["memory_ratio_to_reference"] = round(r["peak_rss_mb"] / res["reference"]["peak_rss_mb"], 3)
+                row["tensor_memory_ratio_to_reference"] = round(
+                    r["peak_tensor_mb"] / res["reference"]["peak_tensor_mb"], 3)
             print(json.dumps(row), flush=True)
 
 
