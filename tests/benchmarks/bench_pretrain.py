@@ -8,8 +8,9 @@ at the masked positions, loss 1·MLM + 50·RTD with the same global normalisers,
 
 Memory: peak RSS of the process (ru_maxrss) and, from one extra profiled step, the peak bytes of live tensors
 ("peak_tensor_mb"), which leaves out freed memory that the allocator (glibc) keeps resident. Every
-(impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS is its own. The two impls of a precision are alive together and step in turn (order flipped every step), so machine
-load from other processes hits both alike. Prints JSON lines: an "env" header, then per configuration
+(impl, precision) runs in a fresh subprocess (`--one ours:fp32`) so that its peak RSS is its own. The two
+impls of a precision are alive together and step in turn (order flipped every step), so machine load from
+other processes hits both alike. Prints JSON lines: an "env" header, then per configuration
   {"impl": "reference"|"ours", "precision": "fp32"|"bf16", "tokens_per_s", "peak_rss_mb", "peak_tensor_mb",
    "rss_after_build_mb", ... and for ours "ratio_to_reference", "memory_ratio_to_reference",
    "tensor_memory_ratio_to_reference"}.
