@@ -55,19 +55,25 @@ class _DepthwiseConvSame(torch.autograd.Function):
     are convolved in fp32 and the output stays fp32 (the next matmul casts it under autocast)."""
 
     @staticmethod
+    def _input(x: torch.Tensor, pad: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """x in dtype with padding rows zeroed: at most one copy."""
+        if x.dtype != dtype:
+            xs = x.to(dtype)
+            return xs if pad is None else xs.masked_fill_(pad, 0.0)
+        return x if pad is None else x.masked_fill(pad, 0.0)
+
+    @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-        acc = _acc_dtype(x.dtype)
-        xs = x if pad is None else x.masked_fill(pad, 0.0)
-        w = weight.to(acc)
+        w = weight.to(_acc_dtype(x.dtype))
         ctx.save_for_backward(x, w, pad)
         ctx.weight_dtype = weight.dtype
-        return _depthwise_conv(xs.to(acc), w)
+        return _depthwise_conv(_DepthwiseConvSame._input(x, pad, w.dtype), w)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, w, pad = ctx.saved_tensors
-        xs = x if pad is None else x.masked_fill(pad, 0.0)
-        grad_x, grad_w = _depthwise_conv_backward(xs.to(w.dtype), w, grad.to(w.dtype))
+        xs = _DepthwiseConvSame._input(x, pad, w.dtype)
+        grad_x, grad_w = _depthwise_conv_backward(xs, w, grad.to(w.dtype))
         if pad is not None:
             grad_x.masked_fill_(pad, 0.0)
         return grad_x.to(x.dtype), grad_w.to(ctx.weight_dtype), None
