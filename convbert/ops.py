@@ -22,37 +22,13 @@ def _tap_ranges(j: int, k: int, T: int) -> tuple[slice, slice]:
     return slice(max(0, -o), T - max(0, o)), slice(max(0, o), T + min(0, o))
 
 
-def _depthwise_conv(xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Depthwise conv over time, 'same' zero padding, channels last: xs [B, T, C], w [k, C] -> [B, T, C], as k
-    shifted multiply-adds on sub-ranges (no padded copy, no unfold)."""
-    k, T = w.shape[0], xs.shape[1]
-    out = xs * w[k // 2]  # centre tap covers every row
-    for j in range(k):
-        if j != k // 2:
-            o, i = _tap_ranges(j, k, T)
-            out[:, o].addcmul_(xs[:, i], w[j])
-    return out
-
-
-def _depthwise_conv_backward(xs: torch.Tensor, w: torch.Tensor, grad: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of _depthwise_conv w.r.t. (xs, w), each accumulated in one buffer (autograd through the k
-    slices would allocate and zero a full-size gradient per tap)."""
-    k, T = w.shape[0], grad.shape[1]
-    grad_x = grad * w[k // 2]
-    grad_w = torch.empty(w.shape, dtype=_acc_dtype(grad.dtype), device=w.device)
-    for j in range(k):
-        o, i = _tap_ranges(j, k, T)
-        grad_w[j] = (xs[:, i] * grad[:, o]).sum((0, 1), dtype=grad_w.dtype)
-        if j != k // 2:
-            grad_x[:, i].addcmul_(grad[:, o], w[j])
-    return grad_x, grad_w
-
-
 class _DepthwiseConvSame(torch.autograd.Function):
-    """Depthwise conv over time with 'same' zero padding, channels last. Rows where `pad` ([B, T, 1] bool) is
-    True are read as zeros; the masked input is rebuilt in backward instead of saved. Low-precision inputs
-    are convolved in fp32 and the output stays fp32 (the next matmul casts it under autocast)."""
+    """Depthwise conv over time with 'same' zero padding, channels last, as k shifted multiply-adds on
+    sub-ranges (no padded copy, no unfold). Hand-written backward: autograd through k slices would allocate
+    and zero a full-size gradient buffer per tap; here each gradient accumulates into one buffer. Rows where
+    `pad` ([B, T, 1] bool) is True are read as zeros; the masked input is rebuilt in backward instead of
+    saved. Low-precision inputs are convolved in fp32 and the output stays fp32 (the next matmul casts it
+    under autocast)."""
 
     @staticmethod
     def _input(x: torch.Tensor, pad: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -67,13 +43,28 @@ class _DepthwiseConvSame(torch.autograd.Function):
         w = weight.to(_acc_dtype(x.dtype))
         ctx.save_for_backward(x, w, pad)
         ctx.weight_dtype = weight.dtype
-        return _depthwise_conv(_DepthwiseConvSame._input(x, pad, w.dtype), w)
+        xs = _DepthwiseConvSame._input(x, pad, w.dtype)
+        k, T = w.shape[0], x.shape[1]
+        out = xs * w[k // 2]  # centre tap covers every row
+        for j in range(k):
+            if j != k // 2:
+                o, i = _tap_ranges(j, k, T)
+                out[:, o].addcmul_(xs[:, i], w[j])
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, w, pad = ctx.saved_tensors
         xs = _DepthwiseConvSame._input(x, pad, w.dtype)
-        grad_x, grad_w = _depthwise_conv_backward(xs, w, grad.to(w.dtype))
+        grad = grad.to(w.dtype)
+        k, T = w.shape[0], grad.shape[1]
+        grad_x = grad * w[k // 2]
+        grad_w = torch.empty(w.shape, dtype=w.dtype, device=w.device)
+        for j in range(k):
+            o, i = _tap_ranges(j, k, T)
+            grad_w[j] = (xs[:, i] * grad[:, o]).sum((0, 1), dtype=w.dtype)
+            if j != k // 2:
+                grad_x[:, i].addcmul_(grad[:, o], w[j])
         if pad is not None:
             grad_x.masked_fill_(pad, 0.0)
         return grad_x.to(x.dtype), grad_w.to(ctx.weight_dtype), None
@@ -146,10 +137,6 @@ def _linear_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
     return grad_x.view(x.shape), grad_w, gy.sum(0, dtype=_acc_dtype(gy.dtype))
 
 
-def _cast(dt: torch.dtype, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(t.to(dt) for t in tensors)
-
-
 class _FeedForward(torch.autograd.Function):
     """y = gelu(x W1 + b1) W2 + b2 (dense or grouped weights), saving x and the pre-activation a = x W1 + b1
     but not gelu(a), which backward recomputes: the FFN's two [..., 4d] activations are the largest saved
@@ -159,7 +146,7 @@ class _FeedForward(torch.autograd.Function):
     def forward(ctx, x, w1, b1, w2, b2):
         dt, ctx.param_dtype = compute_dtype(x), w1.dtype
         with torch.autocast(x.device.type, enabled=False):
-            x, w1, w2, b1, b2 = _cast(dt, x, w1, w2, b1, b2)
+            x, w1, w2, b1, b2 = (t.to(dt) for t in (x, w1, w2, b1, b2))
             a = grouped_or_dense(x, w1, b1)  # [..., hidden]
             y = grouped_or_dense(F.gelu(a), w2, b2)
         ctx.save_for_backward(x, a, w1, w2)
