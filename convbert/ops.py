@@ -156,7 +156,9 @@ class _FeedForward(torch.autograd.Function):
     def backward(ctx, grad):
         x, a, w1, w2 = ctx.saved_tensors
         grad_g, grad_w2, grad_b2 = _linear_backward(F.gelu(a), w2, grad.to(x.dtype))
-        grad_x, grad_w1, grad_b1 = _linear_backward(x, w1, torch.ops.aten.gelu_backward(grad_g, a))
+        grad_a = torch.ops.aten.gelu_backward(grad_g, a)
+        del grad_g  # the last layer's FFN backward is the step's memory peak: free each [..., 4d] buffer early
+        grad_x, grad_w1, grad_b1 = _linear_backward(x, w1, grad_a)
         pd = ctx.param_dtype
         return grad_x, grad_w1.to(pd), grad_b1.to(pd), grad_w2.to(pd), grad_b2.to(pd)
 
