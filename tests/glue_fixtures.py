@@ -95,8 +95,8 @@ def _header(task: GlueTask, split: str) -> list[str] | None:
         return ["index", "sentence"] if test else None
     if name == "sst2":
         return ["index", "sentence"] if test else ["sentence", "label"]
-    if name == "mrpc":
-        return ["index" if test else "Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+    if name == "mrpc":  # download_glue_data.py copies the BOM of msr_paraphrase_*.txt into train/dev
+        return ["index" if test else "\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
     if name == "stsb":
         head = "index genre filename year old_index source1 source2 sentence1 sentence2".split()
         return head if test else head + ["score"]

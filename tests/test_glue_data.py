@@ -47,6 +47,7 @@ def test_original_layout_quirks(glue_dir, bench):
     assert len(load_dir_split("cola", "validation", glue_dir)) == 12  # no final newline
     texts = [e.text_a for e in cola.examples + load_dir_split("sst2", "train", glue_dir).examples]
     assert any('"' in t for t in texts)  # quote characters survive (quoting off)
+    assert load_dir_split("mrpc", "train", glue_dir).examples[0].label in (0, 1)  # header starts with a BOM
     qqp = load_dir_split("qqp", "train", glue_dir)
     assert len(qqp) == 24 and qqp.skipped_lines == [5, 6]  # header is line 1, bad lines after 3 rows
     mnli = load_dir_split("mnli", "validation_mismatched", glue_dir)

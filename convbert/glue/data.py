@@ -70,7 +70,8 @@ def read_tsv(path: Path, names: tuple[str, ...] | None = None, lenient: bool = F
     header is an error naming file:line, or (lenient) is reported with values None so the caller can skip
     and count it."""
     # newline="\n": split on LF only; a stray CR inside a text field must not break the row
-    with open(path, encoding="utf-8", newline="\n") as f:
+    # utf-8-sig: MRPC's train/dev headers start with a byte-order mark (copied from the MSR release)
+    with open(path, encoding="utf-8-sig", newline="\n") as f:
         start = 1
         if names is None:
             header = f.readline().rstrip("\r\n")
