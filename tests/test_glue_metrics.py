@@ -48,6 +48,8 @@ def test_correlations_match_scipy(seed):
     assert spearman(x, yt) == pytest.approx(stats.spearmanr(x, yt)[0])
     np.testing.assert_allclose(rankdata(yt), stats.rankdata(yt, method="average"))
     assert np.isnan(pearson(np.ones(4), np.arange(4)))  # constant input: undefined, as scipy
+    diverged = np.array([0.5, np.nan, 2.0, 1.0])  # a diverged STS-B run
+    assert np.isnan(spearman(diverged, np.arange(4))) and np.isnan(stats.spearmanr(diverged, np.arange(4))[0])
 
 
 def test_task_metrics_percent_and_keys():

@@ -67,6 +67,11 @@ def rankdata(x) -> np.ndarray:
 
 
 def spearman(x, y) -> float:
+    """Spearman rho; NaN when either input holds a NaN (which ranking would otherwise sort last) or is
+    constant, as scipy."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.isnan(x).any() or np.isnan(y).any():
+        return float("nan")
     return pearson(rankdata(x), rankdata(y))
 
 
