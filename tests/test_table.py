@@ -111,6 +111,12 @@ def test_missing_tasks_and_seeds_are_shown_not_averaged_away(tmp_path):
     # explicit expected seeds: seed 4 is missing everywhere
     row = aggregate(collect([tmp_path]), seeds=[1, 2, 3, 4]).models[0]
     assert row.cells["sst2"].missing_seeds == (4,) and row.cells["cola"].missing_seeds == (3, 4)
+    # seeds outside the list are left out (noted), so every task's median is over the same seeds
+    table = aggregate(collect([tmp_path]), seeds=[1, 2])
+    assert table.models[0].cells["sst2"].seeds == (1, 2) and table.models[0].cells["sst2"].missing_seeds == ()
+    assert any("left out results of seed(s) 3" in n for n in table.notes)
+    with pytest.raises(ReportError, match="no results for seeds"):
+        aggregate(collect([tmp_path]), seeds=[7])
 
 
 def test_different_vocab_or_checkpoint_never_merged(tmp_path):

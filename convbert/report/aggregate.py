@@ -296,7 +296,8 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
               references: Sequence[Row] = ()) -> Table:
     """Group by (checkpoint_id, vocab_id, preset, attention) and task; summarise each metric over seeds.
 
-    seeds: the seeds every task should have (None: the union each model ran); tasks: the columns (None:
+    seeds: the seeds of the table, each task should have all of them and others are left out (None: the
+    union each model ran); tasks: the columns (None:
     all of GLUE once any GLUE result exists, plus SQuAD tasks that were run); duplicates: 'latest' keeps
     the newest file of a rerun (noted), 'error' refuses; references: published rows to append.
     """
@@ -304,12 +305,19 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
         raise ReportError("no results to aggregate")
     if duplicates not in ("latest", "error"):
         raise ReportError(f"duplicates must be 'latest' or 'error', got {duplicates!r}")
+    expected = tuple(sorted(set(seeds))) if seeds is not None else None
+    left_out = sorted({r.seed for r in results} - set(expected)) if expected is not None else []
+    if left_out:  # the table is over exactly these seeds, so that every median is over the same ones
+        results = [r for r in results if r.seed in expected]
+        if not results:
+            raise ReportError(f"no results for seeds {list(expected)} (found seeds {left_out})")
     groups: dict[ModelKey, list[Result]] = defaultdict(list)
     for r in results:
         groups[r.model.key].append(r)
     labels, notes = _labels(groups)
+    if left_out:
+        notes.append(f"left out results of seed(s) {', '.join(map(str, left_out))}: not in seeds")
     columns = _columns(results, tasks)
-    expected = tuple(sorted(set(seeds))) if seeds is not None else None
     rows = []
     for key in sorted(groups, key=lambda k: labels[k]):
         row, row_notes = _model_row(labels[key], groups[key], expected, duplicates)
