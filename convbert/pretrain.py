@@ -6,6 +6,7 @@ runs as one process, under torchrun (one or many nodes) and under srun; rank 0 a
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -39,6 +40,7 @@ from convbert.train import (
     barrier,
     build_optimizer,
     device_name,
+    drop_metrics_after,
     find_latest,
     git_revision,
     init_distributed,
@@ -50,7 +52,14 @@ from convbert.train import (
 from convbert.train.files import write_json_atomic
 from convbert.train.plot import plot_curves
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+NEVER_MASKED = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # SPEC §3 (as ELECTRA; [UNK] may be masked)
+RESUME_MODES = ("auto", "never")
+# config entries a resumed run may change (where and how it runs, how long, what it logs); any other
+# difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
+MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir", "trainer.device",
+                        "trainer.precision", "trainer.compile", "trainer.num_threads", "trainer.max_steps",
+                        "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
+                        "trainer.progress")
 
 
 @dataclass
@@ -74,6 +83,15 @@ class TrainerConfig:
     keep_last: int = 3
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        at_least = {"batch_size": 1, "grad_accum": 1, "max_steps": 1, "warmup_steps": 0, "log_every": 1,
+                    "ckpt_every": 1, "keep_last": 1}
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise ValueError(f"trainer.{key} must be >= {low}, got {getattr(self, key)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"trainer.stop_after must be >= 1 or null, got {self.stop_after}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainerConfig:
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
@@ -93,6 +111,30 @@ def model_config(model: dict[str, Any], vocab_size: int) -> ConvBertConfig:
     """ConvBertConfig from the `model` config group: a preset plus the knobs that are not null."""
     knobs = {k: v for k, v in model.items() if k not in ("preset", "name") and v is not None}
     return ConvBertConfig.from_preset(model["preset"], vocab_size=vocab_size, **knobs)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run under settings that differ from its config.json (other than
+    MAY_CHANGE_ON_RESUME), naming every differing key."""
+    old, new = _flatten(saved), _flatten(cfg)
+    missing = object()
+    changed = [k for k in sorted(old.keys() | new.keys())
+               if old.get(k, missing) != new.get(k, missing)
+               and not any(k == p or k.startswith(p + ".") for p in MAY_CHANGE_ON_RESUME)]
+    if changed:
+        diff = "; ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed)
+        raise ValueError(f"{run_dir} holds a run with other settings ({diff}). Resume it with its own settings "
+                         "(config.json there), or start a new run with name=<new name>.")
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -163,12 +205,18 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     micro = trainer.micro_batch(info.world_size)
+    model_config(cfg["model"], vocab_size=1)  # check the model knobs before a possibly long tokenization
     if info.is_main:
         _check_writable(run_dir)
+    resume = cfg.get("resume", "auto")
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     ckpt_dir = run_dir / "checkpoints"
-    latest = find_latest(ckpt_dir) if cfg.get("resume", "auto") == "auto" else None
-    if cfg.get("resume", "auto") == "never" and find_latest(ckpt_dir):
+    latest = find_latest(ckpt_dir)
+    if latest is not None and resume == "never":
         raise FileExistsError(f"{ckpt_dir} already holds checkpoints; use resume=auto or another run name")
+    if latest is not None and (run_dir / "config.json").exists():
+        check_resume_config(json.loads((run_dir / "config.json").read_text()), cfg, run_dir)
 
     data_path = prepare_data(cfg, info)
     tokenizer = load_tokenizer(data_path)
@@ -179,7 +227,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if dataset.max_seq_length > config.max_position_embeddings:
         raise ValueError(f"shards have max_seq_length {dataset.max_seq_length} > the model's "
                          f"{config.max_position_embeddings} positions")
-    special_ids = [i for t in SPECIAL_TOKENS if (i := tokenizer.token_to_id(t)) is not None]
+    special_ids = [i for t in NEVER_MASKED if (i := tokenizer.token_to_id(t)) is not None]
     mask_id = tokenizer.token_to_id("[MASK]")
     if mask_id is None:
         raise ValueError(f"tokenizer in {data_path} has no [MASK] token")
@@ -201,7 +249,12 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         batches.load_state_dict(state["data"])
         _set_rng_state(state["rng"], info)
         step, totals = state["step"], state["totals"]
+        # the saved lr is the old schedule's: re-derive it from this one (trainer.max_steps may have changed)
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas,
+                                       strict=True):
+            group["lr"] = base * factor(step)
         if info.is_main:
+            drop_metrics_after(run_dir, step)
             print(f"resumed from {latest} at step {step}")
 
     if trainer.compile:
@@ -263,7 +316,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             raise FloatingPointError(
                 f"non-finite loss/gradients at step {step + 1} (grad norm {grad_norm}); weights were not updated "
                 f"from here. Last good checkpoint: {last or 'none'}. Try a lower trainer.lr or precision=fp32.")
-        lr = scheduler.get_last_lr()[0]
+        lr = optimizer.param_groups[0]["lr"]  # the lr of this step (all groups share it in pretraining)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

@@ -73,6 +73,24 @@ def test_run_writes_outputs_and_resume_is_exact(tmp_path, data_dir):
     assert losses(split) == losses(full)
 
 
+def test_resume_refuses_other_settings_and_follows_a_longer_schedule(tmp_path, data_dir):
+    run = tmp_path / "run"
+    pretrain(run, data_dir, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.stop_after=2")
+    record = {f: (run / f).read_bytes() for f in ("config.json", "vocab.txt", "checkpoints/step_00000002.pt")}
+    for bad, message in [("trainer.lr=5e-5", "trainer.lr: 0.001 -> 5e-05"), ("seed=2", "seed: 1 -> 2"),
+                         ("resume=true", "resume must be one of")]:
+        proc = pretrain(run, data_dir, "trainer.max_steps=4", bad, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (bad, proc.stderr[-2000:])
+        assert all((run / f).read_bytes() == data for f, data in record.items()), bad
+    with open(run / "metrics.jsonl", "a") as f:  # a row logged after the checkpoint by a job that was killed
+        f.write(json.dumps({"step": 3, "mlm_loss": 0.0}) + "\n")
+    pretrain(run, data_dir, "trainer.max_steps=8", "trainer.ckpt_every=2")  # train longer: allowed
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and rows[2]["mlm_loss"] > 0
+    base = json.loads((run / "config.json").read_text())["trainer"]["lr"]
+    assert rows[2]["lr"] == pytest.approx(base * (1 - 2 / 8))  # step 3 follows the new schedule, not the old
+
+
 def test_ddp_and_accumulation_match_one_process(tmp_path, data_dir):
     steps = ["trainer.max_steps=3", *NO_DROPOUT]
     pretrain(tmp_path / "one", data_dir, *steps)
@@ -105,6 +123,9 @@ def test_batch_geometry_and_run_dir_errors(tmp_path):
     assert TrainerConfig(batch_size=32, grad_accum=2).micro_batch(world_size=4) == 4
     with pytest.raises(ValueError, match="not divisible by world_size"):
         TrainerConfig(batch_size=30, grad_accum=4).micro_batch(world_size=2)
+    for bad in ({"grad_accum": 0}, {"ckpt_every": 0}, {"log_every": 0}, {"stop_after": 0}):
+        with pytest.raises(ValueError, match=f"trainer.{next(iter(bad))} must be >= "):
+            TrainerConfig(**bad)
     with pytest.raises(ValueError, match="unknown trainer keys"):
         TrainerConfig.from_dict({"batch_sise": 8})
     blocker = tmp_path / "file"

@@ -1,4 +1,4 @@
-"""Atomic JSON files for run outputs (results.json, summaries): a crash never leaves a half-written file."""
+"""Atomic text/JSON files for run outputs (results.json, summaries): a crash never leaves a half-written file."""
 
 from __future__ import annotations
 
@@ -23,16 +23,19 @@ def json_clean(v: Any) -> Any:
     return v
 
 
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(json_clean(data), f, indent=2, allow_nan=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
+    return write_text_atomic(path, json.dumps(json_clean(data), indent=2, allow_nan=False) + "\n")

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from convbert.train.files import write_text_atomic
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -89,3 +91,12 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def drop_metrics_after(run_dir: str | Path, step: int) -> None:
+    """Forget the rows logged after `step` (a job killed after its last checkpoint): the resumed run logs
+    those steps again."""
+    rows = read_metrics(run_dir)
+    if any(r["step"] > step for r in rows):
+        write_text_atomic(Path(run_dir) / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))

@@ -43,6 +43,7 @@ from convbert.electra import ElectraObjective, ElectraPretrainer, example_seeds,
 from convbert.train import Precision, build_optimizer
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
+NEVER_MASKED = [PAD, CLS, SEP, MASK]  # as convbert/pretrain.py
 IMPLS = ("reference", "ours")
 HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
            "intermediate_size", "head_ratio", "conv_kernel_size", "num_groups", "max_position_embeddings",
@@ -80,7 +81,7 @@ def build_ours(config: ConvBertConfig, objective: ElectraObjective, batch, preci
 
     def step(i: int) -> float:
         seeds = example_seeds(0, i, 0, B)
-        masked_ids, masked = mask_tokens(ids, am, [PAD, UNK, CLS, SEP, MASK], MASK, seeds, objective)
+        masked_ids, masked = mask_tokens(ids, am, NEVER_MASKED, MASK, seeds, objective)
         norms = torch.stack([masked.sum(), am.sum()]).float()
         micro = {**batch, "masked_ids": masked_ids, "masked": masked, "seeds": seeds}
         loss, stats = train_step(model, micro, norms, prec)
@@ -122,7 +123,7 @@ def build_reference(config: ConvBertConfig, objective: ElectraObjective, batch,
 
     def step(i: int) -> float:
         seeds = example_seeds(0, i, 0, B)
-        masked_ids, masked = mask_tokens(ids, am, [PAD, UNK, CLS, SEP, MASK], MASK, seeds, objective)
+        masked_ids, masked = mask_tokens(ids, am, NEVER_MASKED, MASK, seeds, objective)
         norms = torch.stack([masked.sum(), am.sum()]).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = gen(input_ids=masked_ids, attention_mask=am, token_type_ids=tt).logits  # [B,T,V]
