@@ -7,8 +7,6 @@ transformers; pickled checkpoints (pytorch_model.bin) are read with torch.load(w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConvBertConfig
 from .model import ConvBertModel
+from .train.files import atomic_path, write_text_atomic
 
 # config.json keys shared 1:1 with ConvBertConfig, with HF's defaults for keys a file may omit
 _HF_DEFAULTS: dict[str, Any] = dict(
@@ -195,16 +194,8 @@ def save_hf(model: ConvBertModel, path: str | Path) -> None:
     hf_cfg = config_to_hf(model.config)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     tensors = state_dict_to_hf(sd, model.config)
-    _atomic_write(path / "model.safetensors", lambda f: save_file(tensors, f, metadata={"format": "pt"}))
-    _atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(hf_cfg, indent=2) + "\n"))
+    with atomic_path(path / "model.safetensors") as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    write_text_atomic(path / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
 
 
-def _atomic_write(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

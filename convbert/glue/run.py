@@ -30,11 +30,11 @@ from convbert.finetune import (
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
 from convbert.glue.features import Features, LengthBucketSampler, collate, concat_features, featurize
 from convbert.glue.metrics import task_metrics
-from convbert.glue.submission import write_submission, write_tsv_atomic
+from convbert.glue.submission import write_submission
 from convbert.glue.tasks import GlueTask, get_task
 from convbert.model import ConvBertForSequenceClassification
 from convbert.train import Precision, Tracker, git_revision, init_distributed
-from convbert.train.files import write_json_atomic
+from convbert.train.files import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         pairs = zip(feats.idx, feats.labels, dev_out[s], strict=True)
         rows += [f"{s}\t{i}\t{fmt(y)}\t{fmt(p)}" for i, y, p in pairs]
     pred_file = run_dir / "dev_predictions.tsv"
-    write_tsv_atomic(pred_file, rows)
+    write_text_atomic(pred_file, "\n".join(rows) + "\n")
 
     # ---- test sets -> leaderboard files
     test_flops, submissions = 0.0, {}

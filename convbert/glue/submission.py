@@ -3,13 +3,12 @@ as gluebenchmark.com expects (CoLA.tsv ... MNLI-m.tsv, MNLI-mm.tsv, AX.tsv)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from convbert.glue.tasks import GlueTask, get_task
+from convbert.train.files import write_text_atomic
 
 
 def prediction_strings(task: GlueTask, preds) -> list[str]:
@@ -21,18 +20,6 @@ def prediction_strings(task: GlueTask, preds) -> list[str]:
     if bad.any():
         raise ValueError(f"{task.name}: predicted class {preds[bad][0]} outside 0..{task.num_labels - 1}")
     return [task.file_labels[int(p)] for p in preds]
-
-
-def write_tsv_atomic(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_submission(task: GlueTask | str, split: str, ids, preds, out_dir: str | Path) -> Path:
@@ -47,5 +34,5 @@ def write_submission(task: GlueTask | str, split: str, ids, preds, out_dir: str 
     labels = prediction_strings(task, np.asarray(preds)[order])
     lines = ["index\tprediction"] + [f"{int(i)}\t{s}" for i, s in zip(ids[order], labels, strict=True)]
     path = Path(out_dir) / task.submission_files[split]
-    write_tsv_atomic(path, lines)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
