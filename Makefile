@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 EXPERIMENT ?=
 GLUE_DIR ?=
+INIT ?= runs/pretrain/tiny-mixed-pydocs# checkpoint to fine-tune: what `make pretrain` writes by default
 SEEDS ?= 1,2,3
 TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte
 
@@ -38,11 +39,11 @@ data: $(STAMP) ## tokenize the corpus into pretraining shards (default: embedded
 pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, ~12 min on 2 cores)
 	$(PY) -m pipelines.pretrain $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(ARGS)
 
-glue: $(STAMP) ## fine-tune on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... for a local copy)
-	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+glue: $(STAMP) ## fine-tune INIT=<checkpoint> on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... local copy)
+	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) init=$(INIT) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
-squad: $(STAMP) ## fine-tune on SQuAD 1.1 and 2.0
-	$(PY) -m pipelines.finetune -m task=squad1,squad2 $(ARGS)
+squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
+	$(PY) -m pipelines.finetune -m task=squad1,squad2 init=$(INIT) $(ARGS)
 
 table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)

@@ -1,8 +1,8 @@
 """Fine-tune a pretrained ConvBERT on one task and evaluate it (Hydra entry point).
 
     python -m pipelines.finetune task=rte init=runs/pretrain/<run> glue_dir=/data/glue
-    python -m pipelines.finetune -m task=cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte seed=1,2,3
-    python -m pipelines.finetune -m task=rte lr=1e-4,3e-4 batch_size=16,32 hydra/launcher=local_parallel
+    python -m pipelines.finetune -m task=cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte seed=1,2,3 init=runs/pretrain/<run>
+    python -m pipelines.finetune -m task=rte lr=1e-4,3e-4 batch_size=16,32 init=... hydra/launcher=local_parallel
 
 Dispatches on task.kind: the job runs `convbert.<kind>.run.run(cfg: dict, run_dir: Path) -> dict`.
 """
@@ -48,6 +48,9 @@ def main(cfg: DictConfig) -> float | None:
     if tracking.get("group") is None:  # one wandb group per sweep; single runs group by task
         multirun = hc.mode == RunMode.MULTIRUN
         tracking["group"] = Path(hc.sweep.dir).name if multirun else f"finetune-{config['task']['name']}"
+    if (run_dir / "results.json").exists():  # e.g. two runs started in the same second, or a reused run dir
+        raise FileExistsError(f"{run_dir} already holds the results.json of a finished job; "
+                              "choose another hydra.run.dir (nothing was changed)")
     try:
         results = task_runner(config["task"]["kind"])(config, run_dir)
     except BaseException as e:  # leave a trace in the run dir for the table stage, then fail the job

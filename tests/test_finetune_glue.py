@@ -80,6 +80,22 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in evals if "eval/accuracy" in r] == [1, 2]  # dev evaluation after each epoch
     assert (out / ".hydra" / "config.yaml").is_file()
+    assert res["dev_examples"] == {"used": 12, "total": 12}
+    # the same run dir again (two runs started in the same second): refused, the results stay as they were
+    before = (out / "results.json").read_bytes()
+    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}")
+    assert p.returncode != 0 and "already holds the results.json" in p.stderr
+    assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
+
+
+def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
+    out = tmp_path / "capped"
+    p = finetune("task=rte", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
+                 "max_eval_examples=5", f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["dev_examples"] == {"used": 5, "total": 12}
+    assert res["submission_files"] == {} and not (out / "submission" / "RTE.tsv").exists()  # 5 of 6 test rows
 
 
 def test_multirun_two_jobs_hub_source(env, tmp_path):

@@ -119,6 +119,18 @@ def test_missing_tasks_and_seeds_are_shown_not_averaged_away(tmp_path):
         aggregate(collect([tmp_path]), seeds=[7])
 
 
+def test_scores_on_part_of_the_dev_set_are_noted(tmp_path):
+    write_model(tmp_path, tasks=["rte"], seeds=(1,))
+    path = tmp_path / "ckptA-vocab1-rte-1" / "results.json"
+    res = json.loads(path.read_text())
+    path.write_text(json.dumps({**res, "dev_examples": {"used": 100, "total": 277}}))
+    table = aggregate(collect([tmp_path]))
+    assert any("RTE scored on part of the dev set (100 of 277" in n for n in table.notes)
+    path.write_text(json.dumps({**res, "dev_examples": {"used": 300, "total": 277}}))
+    with pytest.raises(ReportError, match="dev_examples"):
+        aggregate(collect([tmp_path], on_error="raise"))
+
+
 def test_different_vocab_or_checkpoint_never_merged(tmp_path):
     write_model(tmp_path, tasks=["sst2"])
     write_model(tmp_path, tasks=["sst2"], vocab="vocab2", shift=5.0)

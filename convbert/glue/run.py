@@ -39,12 +39,14 @@ from convbert.train.files import write_json_atomic, write_text_atomic
 log = logging.getLogger(__name__)
 
 
-def _load(task: GlueTask, split: str, cfg: dict, limit: int | None = None) -> GlueSplit:
+def _load(task: GlueTask, split: str, cfg: dict, limit: int | None = None) -> tuple[GlueSplit, int]:
+    """The split, cut to its first `limit` examples when limit is set, and its full size."""
     hub = cfg.get("hub_path") or "nyu-mll/glue"
     data = load_split(task, split, cfg.get("glue_dir"), hub, cfg.get("cache_dir"))
+    total = len(data.examples)
     if limit is not None:
         data.examples = data.examples[:limit]
-    return data
+    return data, total
 
 
 @torch.no_grad()
@@ -89,8 +91,13 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     tok, pad_id = pre.tokenizer, pre.config.pad_token_id
 
     # ---- data
-    train = _load(task, "train", cfg, cfg.get("max_train_examples"))
-    dev = {s: _load(task, s, cfg, cfg.get("max_eval_examples")) for s in task.dev_splits}
+    train, _ = _load(task, "train", cfg, cfg.get("max_train_examples"))
+    dev_loaded = {s: _load(task, s, cfg, cfg.get("max_eval_examples")) for s in task.dev_splits}
+    dev = {s: d for s, (d, _) in dev_loaded.items()}
+    dev_examples = {"used": sum(len(d) for d in dev.values()), "total": sum(n for _, n in dev_loaded.values())}
+    if dev_examples["used"] < dev_examples["total"]:
+        log.warning("%s: scoring %d of %d dev examples (max_eval_examples): not comparable with full-dev scores",
+                    task.name, dev_examples["used"], dev_examples["total"])
     regression = task.is_regression
     train_feats = featurize(train.examples, tok, max_length, regression)
     if double:  # MRPC / STS-B: also train on the swapped pair
@@ -101,12 +108,16 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if cfg.get("predict_test", True):
         for s in task.test_splits:
             try:
-                data = _load(task, s, cfg, cfg.get("max_eval_examples"))
+                data, total = _load(task, s, cfg, cfg.get("max_eval_examples"))
             except GlueDataError as e:
                 if task.source(s).optional:
                     log.warning("skipping optional test split %s/%s: %s", task.name, s, e)
                     continue
                 raise
+            if len(data) < total:  # a leaderboard file must cover the whole test set
+                log.warning("%s/%s: no leaderboard file, max_eval_examples keeps %d of %d test examples",
+                            task.name, s, len(data), total)
+                continue
             test_feats[s] = featurize(data.examples, tok, max_length, regression)
     log.info("%s: %d training features (%s), dev %s", task.name, len(train_feats), train.source,
              {s: len(f) for s, f in dev_feats.items()})
@@ -186,6 +197,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "git_revision": git_revision(),
         "run_dir": str(run_dir),
         "predictions_file": str(pred_file),
+        "dev_examples": dev_examples,  # used < total: scored on part of the dev set
         # extras (not read by the table stage)
         "submission_files": submissions,
         "history": result.history,

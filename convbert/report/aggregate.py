@@ -268,6 +268,13 @@ def _missing_notes(row: Row, tasks: Sequence[str]) -> list[str]:
 def _model_row(label: str, results: list[Result], seeds: tuple[int, ...] | None,
                duplicates: str) -> tuple[Row, list[str]]:
     kept, notes = _dedupe(label, results, duplicates)
+    for task in order_tasks({r.task for r in kept}):
+        partial = [r.dev_examples for r in kept
+                   if r.task == task and r.dev_examples and r.dev_examples[0] < r.dev_examples[1]]
+        if partial:
+            used, total = min(partial)
+            notes.append(f"{label}: {TASK_TITLES[task]} scored on part of the dev set ({used} of {total} examples, "
+                         "max_eval_examples): not comparable with full-dev scores")
     expected = seeds if seeds is not None else tuple(sorted({r.seed for r in kept}))
     by_task: dict[str, list[Result]] = defaultdict(list)
     for r in kept:

@@ -59,6 +59,7 @@ class Result:
     git_revision: str | None = None
     run_dir: str | None = None
     predictions_file: str | None = None
+    dev_examples: tuple[int, int] | None = None  # (used, total); used < total: scored on part of dev
     source: str = "<memory>"  # the results.json it came from
     mtime: float = 0.0
 
@@ -146,6 +147,18 @@ def _pretraining(obj: dict, source: str) -> Pretraining | None:
     )
 
 
+def _dev_examples(obj: dict, source: str) -> tuple[int, int] | None:
+    raw = obj.get("dev_examples")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(source, "dev_examples", f"expected an object or null, got {type(raw).__name__}")
+    used, total = (_number(raw, k, source, "dev_examples.", required=True, integer=True) for k in ("used", "total"))
+    if not 0 < used <= total:
+        raise _fail(source, "dev_examples", f"used={used} must be in 1..total={total}")
+    return used, total
+
+
 def parse_result(obj: Any, source: str = "<memory>", mtime: float = 0.0) -> Result:
     """Validate one decoded results.json; raise ReportError naming the file and key on any problem."""
     if not isinstance(obj, dict):
@@ -166,6 +179,7 @@ def parse_result(obj: Any, source: str = "<memory>", mtime: float = 0.0) -> Resu
         git_revision=_string(obj, "git_revision", source, required=False),
         run_dir=_string(obj, "run_dir", source, required=False),
         predictions_file=_string(obj, "predictions_file", source, required=False),
+        dev_examples=_dev_examples(obj, source),
         source=source,
         mtime=mtime,
     )

@@ -236,6 +236,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "git_revision": git_revision(),
         "run_dir": str(run_dir),
         "predictions_file": str(pred_file),
+        "dev_examples": {"used": len(dev), "total": dev_rep.examples},  # used < total: part of the dev set
         # extras (not read by the table stage)
         "files": files,
         "history": result.history,
