@@ -2,11 +2,13 @@
 
 Each stage is the ordinary entry point run as a subprocess, so a reproduction is exactly what a user would
 get by typing the stages by hand. Finished work is reused: the pretraining run resumes (or is already done),
-and GLUE jobs whose results.json exists are not run again.
+and GLUE jobs whose results.json exists are not run again, as long as the pretrained weights and fine-tuning
+settings are those that made them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from convbert.finetune import sha256_prefix
+from convbert.train.files import write_json_atomic
 
 log = logging.getLogger("reproduce")
 
@@ -29,6 +34,22 @@ def stage(name: str, args: list[str]) -> bool:
 
 def missing_seeds(glue_dir: Path, task: str, seeds: list[int]) -> list[int]:
     return [s for s in seeds if not (glue_dir / f"{task}-seed{s}" / "results.json").exists()]
+
+
+def check_glue_settings(glue_out: Path, settings: dict) -> bool:
+    """Finished GLUE jobs are reused only under the settings that made them (recorded beside them): the same
+    pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ."""
+    record = glue_out / "reproduce_settings.json"
+    if record.exists():
+        old = json.loads(record.read_text())
+        changed = [k for k in sorted(old.keys() | settings.keys()) if old.get(k) != settings.get(k)]
+        if changed:
+            log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
+                      "output_dir=, or delete that dir to redo them", glue_out,
+                      "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed))
+            return False
+    write_json_atomic(record, settings)
+    return True
 
 
 @hydra.main(config_path="../conf", config_name="reproduce", version_base="1.3")
@@ -47,6 +68,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
     glue_out, failed = out / "glue", []
+    settings = {"init_checkpoint_id": sha256_prefix(pretrain_dir / "hf" / "model.safetensors"),
+                "finetune_args": finetune_args, "glue_dir": c["glue_dir"]}
+    if not check_glue_settings(glue_out, settings):
+        sys.exit(1)
     for task in c["tasks"]:
         todo = missing_seeds(glue_out, task, seeds)
         if not todo:

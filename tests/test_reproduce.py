@@ -15,11 +15,11 @@ PRETRAIN = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_lengt
             "tracking=disabled"]
 
 
-def reproduce(tmp: Path, glue: Path) -> subprocess.CompletedProcess:
+def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedProcess:
     args = [
         f"output_dir={tmp / 'out'}", f"pretrain_dir={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
-        'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr=3e-4","tracking.mode=disabled"]',
+        f'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr={lr}","tracking.mode=disabled"]',
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pipelines.reproduce", *args], cwd=ROOT, env=env,
@@ -42,3 +42,9 @@ def test_reproduce_chain_and_rerun_reuses_outputs(tmp_path):
     log = second.stdout + second.stderr
     assert "rte: all seeds done, reusing" in log and "stsb: all seeds done, reusing" in log
     assert "pipelines.finetune" not in log
+
+    results = {t: (out / "glue" / f"{t}-seed1" / "results.json").read_bytes() for t in ("rte", "stsb")}
+    changed = reproduce(tmp_path, glue, lr="1e-4")  # other fine-tuning settings: not reused, not overwritten
+    log = changed.stdout + changed.stderr
+    assert changed.returncode != 0 and "other settings" in log and "lr=3e-4" in log and "lr=1e-4" in log
+    assert all((out / "glue" / f"{t}-seed1" / "results.json").read_bytes() == b for t, b in results.items())
