@@ -102,3 +102,8 @@ def test_load_squad_dispatch_and_errors(tmp_path):
     assert len(one) == 11
     with pytest.raises(ValueError, match="unknown SQuAD version"):
         load_squad("3.0", "train", FIXTURES)
+    only_dev = tmp_path / "squad"
+    only_dev.mkdir()
+    (only_dev / "dev-v1.1.json").write_bytes((FIXTURES / "dev-v1.1.json").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"train-v1\.1\.json not found .* holds dev-v1\.1\.json"):
+        load_squad("1.1", "train", only_dev)  # not handed to datasets (whose error would not name the file)

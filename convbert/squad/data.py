@@ -196,8 +196,13 @@ def load_squad(version: str, split: str, source: str | Path | None = None,
     p = Path(source)
     if p.suffix == ".json":
         return load_squad_json(p)
-    if p.is_dir() and (version, split) in OFFICIAL_FILES and (p / OFFICIAL_FILES[version, split]).exists():
-        return load_squad_json(p / OFFICIAL_FILES[version, split])
+    if p.is_dir() and (version, split) in OFFICIAL_FILES:
+        wanted = p / OFFICIAL_FILES[version, split]
+        if wanted.exists():
+            return load_squad_json(wanted)
+        official = sorted(f for f in set(OFFICIAL_FILES.values()) if (p / f).exists())
+        if official:  # a directory of official files that lacks this one: not a datasets repo either
+            raise FileNotFoundError(f"{wanted} not found (SQuAD {version} {split}); {p} holds {', '.join(official)}")
     return load_squad_hub(str(source), split, **load_kwargs)
 
 
