@@ -176,6 +176,20 @@ def test_malformed_files_are_named_and_skipped(tmp_path, caplog):
         collect([tmp_path], on_error="raise")
 
 
+def test_failed_jobs_are_reported_and_stale_results_skipped(tmp_path, caplog):
+    write_model(tmp_path, tasks=["sst2"], seeds=(1, 2))
+    stale = tmp_path / "ckptA-vocab1-sst2-2"
+    (stale / "failed.json").write_text(json.dumps({"error": "RuntimeError: out of memory"}))
+    lost = tmp_path / "other-job"
+    lost.mkdir()
+    (lost / "failed.json").write_text(json.dumps({"error": "FileNotFoundError: no GLUE dir"}))
+    with caplog.at_level(logging.WARNING):
+        results = collect([tmp_path])
+    assert [r.seed for r in results] == [1]
+    assert "stale, the job run in that dir since failed" in caplog.text
+    assert f"failed job, shown as missing: {lost.resolve()} (FileNotFoundError: no GLUE dir)" in caplog.text
+
+
 @pytest.mark.parametrize("change, message", [
     ({"task": "boolq"}, "key 'task': unknown task 'boolq'"),
     ({"metrics": {"f1": 88.0}}, "key 'metrics.accuracy': missing"),

@@ -13,12 +13,14 @@ from convbert.report.schema import ReportError, Result, parse_result
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.json"
+FAILED_NAME = "failed.json"  # written by a fine-tuning job that raised
 # folders that never hold fine-tuning results but can be large
 _SKIP_DIRS = frozenset({"wandb", ".hydra", "__pycache__", ".git"})
 
 
-def find_results(dirs: Iterable[str | Path]) -> list[Path]:
-    """Every results.json under the given dirs (sorted, de-duplicated); a missing dir is an error."""
+def find_results(dirs: Iterable[str | Path], name: str = RESULTS_NAME) -> list[Path]:
+    """Every results.json (or other `name`) under the given dirs (sorted, de-duplicated); a missing dir is an
+    error."""
     found: set[Path] = set()
     for d in dirs:
         root = Path(d)
@@ -26,9 +28,16 @@ def find_results(dirs: Iterable[str | Path]) -> list[Path]:
             raise ReportError(f"results dir {str(root)!r} does not exist or is not a directory")
         for here, subdirs, files in os.walk(root):
             subdirs[:] = [s for s in subdirs if s not in _SKIP_DIRS]
-            if RESULTS_NAME in files:
-                found.add((Path(here) / RESULTS_NAME).resolve())
+            if name in files:
+                found.add((Path(here) / name).resolve())
     return sorted(found)
+
+
+def _error_of(failed: Path) -> str:
+    try:
+        return str(json.loads(failed.read_text(encoding="utf-8")).get("error", "no error recorded"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable failed.json"
 
 
 def load_result(path: str | Path) -> Result:
@@ -54,6 +63,10 @@ def scan(dirs: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
                           "run fine-tuning first (make glue / make squad) or point runs_dir at its outputs")
     results, problems = [], []
     for p in paths:
+        failed = p.with_name(FAILED_NAME)
+        if failed.exists() and failed.stat().st_mtime >= p.stat().st_mtime:
+            problems.append(f"{p}: stale, the job run in that dir since failed ({failed})")
+            continue
         try:
             results.append(load_result(p))
         except ReportError as e:
@@ -71,6 +84,9 @@ def collect(dirs: Iterable[str | Path], on_error: str = "warn") -> list[Result]:
                           f"{len(problems)} malformed results files:\n  " + "\n  ".join(problems))
     for msg in problems:
         log.warning("skipping %s", msg)
+    for failed in find_results(dirs, FAILED_NAME):
+        if not failed.with_name(RESULTS_NAME).exists():
+            log.warning("failed job, shown as missing: %s (%s)", failed.parent, _error_of(failed))
     if not results:
         raise ReportError(f"all {len(problems)} {RESULTS_NAME} files were malformed; nothing to tabulate")
     return results
