@@ -12,7 +12,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from convbert.config import ConvBertConfig
 from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_tokenizer, prepare
+from convbert.data.config import from_mapping
 from convbert.electra import (
     STAT_KEYS,
     ElectraObjective,
@@ -91,13 +92,6 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{key} must be >= {low}, got {getattr(self, key)}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"trainer.stop_after must be >= 1 or null, got {self.stop_after}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainerConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown trainer keys: {unknown}")
-        return cls(**d)
 
     def micro_batch(self, world_size: int) -> int:
         per_step = world_size * self.grad_accum
@@ -199,8 +193,8 @@ def prepare_data(cfg: dict[str, Any], info: DistInfo) -> Path:
 
 def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    trainer = TrainerConfig.from_dict(cfg["trainer"])
-    objective = ElectraObjective(**cfg.get("objective", {}))
+    trainer = from_mapping(TrainerConfig, "trainer", cfg["trainer"])
+    objective = from_mapping(ElectraObjective, "objective", cfg.get("objective", {}))
     info = init_distributed(trainer.device)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)

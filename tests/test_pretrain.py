@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from convbert.data.config import from_mapping
 from convbert.model import ConvBertModel
 from convbert.pretrain import TrainerConfig, _check_writable
 from convbert.train import load_checkpoint
@@ -126,8 +127,8 @@ def test_batch_geometry_and_run_dir_errors(tmp_path):
     for bad in ({"grad_accum": 0}, {"ckpt_every": 0}, {"log_every": 0}, {"stop_after": 0}):
         with pytest.raises(ValueError, match=f"trainer.{next(iter(bad))} must be >= "):
             TrainerConfig(**bad)
-    with pytest.raises(ValueError, match="unknown trainer keys"):
-        TrainerConfig.from_dict({"batch_sise": 8})
+    with pytest.raises(ValueError, match=r"unknown trainer config key\(s\) \['batch_sise'\]"):
+        from_mapping(TrainerConfig, "trainer", {"batch_sise": 8})
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="not writable"):
