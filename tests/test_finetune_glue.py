@@ -18,7 +18,7 @@ import torch
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
-from convbert.finetune import InitError, load_init
+from convbert.finetune import FinetuneHParams, InitError, load_init
 from convbert.glue.run import run
 from convbert.glue.tasks import TASKS
 
@@ -196,3 +196,13 @@ def test_configs_compose():
         with pytest.raises(MissingConfigException, match="task/nope"):
             compose("finetune", overrides=["task=nope"])
         assert math.isclose(compose("finetune").lr_by_preset.base, 1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"lr": 0}, "invalid fine-tuning hyper-parameters"), ({"layer_decay": 1.5}, "layer_decay must be"),
+    ({"layer_decay_variant": "electa"}, "layer_decay_variant must be"), ({"precision": "bf32"}, "precision must be"),
+])
+def test_hparams_are_checked_before_any_work(bad, message):
+    FinetuneHParams.from_cfg({"lr": 3e-4, "precision": "auto"})
+    with pytest.raises(ValueError, match=message):
+        FinetuneHParams.from_cfg({"lr": 3e-4, **bad})
