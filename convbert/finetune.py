@@ -116,9 +116,10 @@ def _check_vocab(tokenizer: Tokenizer, config: ConvBertConfig, tok_src: str, mod
             f"{config.vocab_size}; fine-tune with the vocabulary the model was pretrained with"
         )
     pad = tokenizer.token_to_id("[PAD]")
-    if pad != config.pad_token_id:
-        raise InitError(f"vocabulary/model mismatch: [PAD] is id {pad} in {tok_src}, the model's "
-                        f"pad_token_id is {config.pad_token_id} ({model_src})")
+    if pad != config.pad_token_id:  # e.g. transformers' ConvBertConfig default (1) left in a saved config
+        log.warning("%s says pad_token_id=%d but [PAD] is id %d in %s: padding with %d", model_src,
+                    config.pad_token_id, pad, tok_src, pad)
+        config.pad_token_id = pad  # only batch padding reads it: the embeddings have no padding_idx
 
 
 def _weights_file(hf_dir: Path) -> Path:

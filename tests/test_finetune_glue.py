@@ -5,6 +5,7 @@ bad-input errors."""
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -206,3 +207,15 @@ def test_hparams_are_checked_before_any_work(bad, message):
     FinetuneHParams.from_cfg({"lr": 3e-4, "precision": "auto"})
     with pytest.raises(ValueError, match=message):
         FinetuneHParams.from_cfg({"lr": 3e-4, **bad})
+
+
+def test_init_pads_with_the_vocabularys_pad_id(env, tmp_path, caplog):
+    """transformers' ConvBertConfig defaults to pad_token_id=1; a BERT vocab has [PAD] = 0: pad with 0."""
+    hf = tmp_path / "pre"
+    shutil.copytree(env / "pretrain", hf)
+    cfg = json.loads((hf / "hf" / "config.json").read_text())
+    (hf / "hf" / "config.json").write_text(json.dumps({**cfg, "pad_token_id": 1}))
+    with caplog.at_level(logging.WARNING):
+        pre = load_init(str(hf))
+    assert pre.config.pad_token_id == pre.tokenizer.token_to_id("[PAD]") == 0
+    assert "pad_token_id=1 but [PAD] is id 0" in caplog.text
