@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,24 +26,36 @@ class DistInfo:
         return self.world_size > 1
 
 
+def first_host(nodelist: str) -> str:
+    """First host of a Slurm node list: 'node[01-03,07],gpu5' -> 'node01' (what `scontrol show hostnames`
+    would list first, without needing scontrol)."""
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):  # the first comma outside brackets ends the first entry
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            end = i
+            break
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[-,]", m.group(1))[0], nodelist[:end])
+
+
 def _slurm_env() -> tuple[int, int, int] | None:
-    """(rank, world_size, local_rank) from srun's variables, when srun started several tasks."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+    """(rank, world_size, local_rank) inside an srun step of several tasks. The batch script of an sbatch -n8
+    allocation also carries SLURM_NTASKS=8 and SLURM_PROCID=0, but it is one process: only a step's own
+    SLURM_STEP_NUM_TASKS counts."""
+    world = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if world <= 1 or "SLURM_PROCID" not in os.environ:
         return None
-    if "MASTER_ADDR" not in os.environ:  # first host of the allocation hosts the rendezvous
-        nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "localhost")
-        try:
-            out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True)
-            os.environ["MASTER_ADDR"] = out.stdout.split()[0]
-        except (OSError, IndexError):
-            os.environ["MASTER_ADDR"] = nodes.split(",")[0]
+    if "MASTER_ADDR" not in os.environ:  # the step's first host hosts the rendezvous
+        nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "localhost")
+        os.environ["MASTER_ADDR"] = first_host(nodes)
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
-    return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ["SLURM_LOCALID"])
+    return int(os.environ["SLURM_PROCID"]), world, int(os.environ.get("SLURM_LOCALID", "0"))
 
 
 def launch_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) as set by torchrun or srun; (0, 1, 0) for a plain process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """(rank, world_size, local_rank) as set by torchrun (whatever its size: it wins over the Slurm step it
+    may run in) or srun; (0, 1, 0) for a plain process."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
     return _slurm_env() or (0, 1, 0)
 
@@ -54,7 +66,8 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device=cuda was requested but no CUDA device is available")
-        return torch.device("cuda", local_rank)
+        # modulo: with --gpus-per-task (or CUDA_VISIBLE_DEVICES per rank) each process sees only its own GPU
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(device)
 
 
