@@ -214,7 +214,9 @@ class ConvBertModel(nn.Module):
         return load_hf(path, **config_overrides)
 
     def to_hf(self, path: str | Path) -> None:
-        """Write a directory that transformers.ConvBertModel.from_pretrained(path) loads."""
+        """Write a directory that transformers.ConvBertModel.from_pretrained(path) loads. With
+        mask_conv_padding (our pretraining default) transformers, which has no such option, gives other
+        outputs for the last k//2 real tokens of padded sequences; ConvBertModel.from_hf keeps the setting."""
         from .hf import save_hf
 
         save_hf(self, path)
