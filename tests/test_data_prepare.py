@@ -120,6 +120,47 @@ def test_text_files_gz_and_document_boundaries(tmp_path: Path) -> None:
         assert other != d and shard_digests(other) == shard_digests(d)
 
 
+def test_line_endings_encodings_and_hidden_folders(tmp_path: Path) -> None:
+    tok = {"kind": "wordpiece", "vocab_size": 200, "min_frequency": 1}
+    text = "First doc line.\nSame doc.\n\nSecond doc \u00e9t\u00e9.\n"
+    lf = write(tmp_path / "lf" / "a.txt", text)
+    ref = read_manifest(prepare(text_corpus(lf), tok, data_dir=tmp_path / "data", progress=False))["counts"]
+    assert ref["documents"] == 2 and ref["units"] == 3
+    variants = {"crlf": (text.replace("\n", "\r\n").encode(), "utf-8"),
+                "cr": (text.replace("\n", "\r").encode(), "utf-8"), "utf16": (text.encode("utf-16"), "utf-16")}
+    for name, (data, encoding) in variants.items():
+        f = write(tmp_path / name / "a.txt", data)
+        counts = read_manifest(prepare(text_corpus(f, encoding=encoding), tok, data_dir=tmp_path / "data",
+                                       progress=False))["counts"]
+        assert (counts["documents"], counts["units"], counts["corpus_tokens"]) == (
+            ref["documents"], ref["units"], ref["corpus_tokens"]), name
+    # a directory's hidden folders (.git) are not corpus text, as a glob would leave them out
+    write(tmp_path / "lf" / ".git" / "config", "[core]\n\trepositoryformatversion = 0\n")
+    again = prepare(text_corpus(tmp_path / "lf"), tok, data_dir=tmp_path / "data", progress=False)
+    assert read_manifest(again)["counts"]["units"] == 3
+
+
+def test_pipe_with_a_trained_vocab_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is a pipe, which can be read once"):
+        prepare(text_corpus(fifo), WORDPIECE, data_dir=tmp_path / "data", progress=False)
+
+
+def test_hub_source_cache_follows_its_local_files(tmp_path: Path) -> None:
+    tok = {"kind": "wordpiece", "vocab_size": 200, "min_frequency": 1}
+    rows = lambda n: "".join(json.dumps({"text": f"Document number {i}."}) + "\n" for i in range(n))  # noqa: E731
+    f = write(tmp_path / "json" / "x.jsonl", rows(5))
+    glob_files = {"dataset": "json", "data_files": str(tmp_path / "json" / "*.jsonl")}
+    for source in (glob_files, {"dataset": str(tmp_path / "json")}):  # a glob, a local dataset directory
+        corpus = {"name": "js", "source": "hub", "rows": "documents", "cache_dir": str(tmp_path / "hf"), **source}
+        write(f, rows(5))
+        first = prepare(corpus, tok, data_dir=tmp_path / "data", progress=False)
+        write(f, rows(7))  # other text behind the same config: a new build, not the old one
+        second = prepare(corpus, tok, data_dir=tmp_path / "data", progress=False)
+        assert second != first and read_manifest(second)["counts"]["documents"] == 7, source
+
+
 def test_hub_code_path_on_local_files_matches_text_source(tmp_path: Path) -> None:
     paragraphs = [
         "".join(f"Line {i} of paragraph {p} about {'spam' if i % 3 else 'eggs'}.\n" for i in range(4))
@@ -167,6 +208,18 @@ def test_pretrained_vocab_txt_and_tokenizer_json(built: Path, tmp_path: Path) ->
             data_dir=tmp_path,
             progress=False,
         )
+    # a tokenizer.json saved with truncation and padding on: both are turned off, nothing is cut or padded
+    from tokenizers import Tokenizer
+
+    cut = Tokenizer.from_file(str(built / "tokenizer.json"))
+    cut.enable_truncation(8)
+    cut.enable_padding()
+    cut.save(str(write(tmp_path / "cut" / "tokenizer.json", "")))
+    d = prepare(corpus, {"kind": "pretrained", "path": str(tmp_path / "cut"), "vocab_size": 1000}, data_dir=tmp_path,
+                progress=False)
+    plain = prepare(corpus, {"kind": "pretrained", "path": str(built), "vocab_size": 1000}, data_dir=tmp_path,
+                    progress=False)
+    assert examples(d) == examples(plain)
     no_pad = write(tmp_path / "bad" / "vocab.txt", "[UNK]\n[CLS]\n[SEP]\n[MASK]\n[PAD]\nhello\n")
     with pytest.raises(DataError, match=r"\[PAD\] has id 4"):
         prepare(corpus, {"kind": "pretrained", "path": str(no_pad), "vocab_size": 6}, data_dir=tmp_path)
@@ -257,15 +310,16 @@ def test_compatibility_checks(built: Path, tmp_path: Path) -> None:
         (tmp_path / "index.bin").rename(built / "index.bin")
 
 
-def test_killed_build_leaves_nothing_that_looks_finished(tmp_path: Path) -> None:
+def test_killed_build_leaves_nothing_that_looks_finished(built: Path, tmp_path: Path) -> None:
     # the build reads a named pipe we keep open, so it is certainly mid-way when killed
     fifo = tmp_path / "pipe.txt"
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDWR)
     data = tmp_path / "data"
+    vocab = {"kind": "pretrained", "path": str(built / "vocab.txt"), "vocab_size": 1000}  # a pipe is read once
     code = (
         "from convbert.data import prepare; "
-        f"prepare({text_corpus(fifo)!r}, {WORDPIECE!r}, data_dir={str(data)!r}, progress=False)"
+        f"prepare({text_corpus(fifo)!r}, {vocab!r}, data_dir={str(data)!r}, progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
     try:

@@ -12,6 +12,7 @@ import glob
 import gzip
 import hashlib
 import inspect
+import io
 import os
 import platform
 import sys
@@ -46,8 +47,18 @@ def fingerprint(cfg: CorpusConfig) -> dict[str, Any]:
         return {"python": sys.version, "implementation": platform.python_implementation()}
     if cfg.source == "text":
         return {"files": [_stat(p) for p in resolve_paths(cfg.paths)]}
-    local = [_stat(Path(p)) for p in _flatten(cfg.data_files) if Path(p).is_file()]
+    local = [_stat(p) for p in _local_files([*_flatten(cfg.data_files), cfg.dataset])]
     return {"data_files": local} if local else {}
+
+
+def _local_files(patterns: list[str]) -> list[Path]:
+    """The local files behind hub-source paths (files, globs, directories); remote ones are skipped."""
+    files: list[Path] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        if glob.has_magic(pattern) or Path(pattern).exists():
+            files += resolve_paths([pattern], must_match=False)
+    return files
 
 
 def estimated_bytes(cfg: CorpusConfig) -> int | None:
@@ -136,8 +147,9 @@ def _module_docstrings(path: str) -> Document:
 
 
 # ------------------------------------------------------------------------------------------- text
-def resolve_paths(patterns: list[str]) -> list[Path]:
-    """Expand files / directories / globs in order (each pattern sorted), without duplicates."""
+def resolve_paths(patterns: list[str], must_match: bool = True) -> list[Path]:
+    """Expand files / directories / globs in order (each pattern sorted), without duplicates; hidden files
+    and folders (.git/...) are left out of directories, as globs leave them out."""
     out: list[Path] = []
     seen: set[Path] = set()
     for pattern in patterns:
@@ -145,15 +157,17 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
         if glob.has_magic(pattern):
             matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
         elif Path(pattern).is_dir():
-            matches = sorted(p for p in Path(pattern).rglob("*") if p.is_file() and not p.name.startswith("."))
+            root = Path(pattern)
+            matches = sorted(p for p in root.rglob("*") if p.is_file()
+                             and not any(part.startswith(".") for part in p.relative_to(root).parts))
         elif Path(pattern).exists():  # a file, or a named pipe / device such as /dev/stdin
             matches = [Path(pattern)]
         else:
             raise DataError(f"corpus.paths: {pattern!r} does not exist")
-        if not matches:
+        if not matches and must_match:
             raise DataError(f"corpus.paths: no file matches {pattern!r}")
         for p in matches:
-            p = p.resolve()
+            p = p.resolve() if p.is_file() else p  # /dev/stdin resolves to an unopenable /proc/.../pipe:[n]
             if p not in seen:
                 seen.add(p)
                 out.append(p)
@@ -174,8 +188,12 @@ def _text_documents(cfg: CorpusConfig) -> Iterator[Document]:
 
 
 def _read_lines(path: Path, encoding: str, on_error: str) -> Iterator[str]:
-    """Stripped lines; undecodable bytes fail naming the file and line, or skip that line."""
+    """Stripped lines (LF, CRLF or CR endings); undecodable bytes fail naming the file and line, or skip that
+    line. Encodings that are not ASCII-compatible (UTF-16/32) are decoded as a stream, which cannot skip."""
     opener = gzip.open if path.suffix == ".gz" else open
+    if "\n".encode(encoding) != b"\n":
+        yield from _read_wide_lines(path, opener, encoding)
+        return
     try:
         with opener(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
@@ -192,8 +210,21 @@ def _read_lines(path: Path, encoding: str, on_error: str) -> Iterator[str]:
                     continue
                 if lineno == 1:
                     line = line.lstrip("\ufeff")
-                yield line.strip()
+                for part in line.rstrip("\r\n").split("\r"):  # old Mac files end lines with CR alone
+                    yield part.strip()
     except (OSError, EOFError) as e:  # unreadable file, truncated or corrupt gzip
+        raise DataError(f"{path}: cannot read ({e})") from e
+
+
+def _read_wide_lines(path: Path, opener: Any, encoding: str) -> Iterator[str]:
+    lineno = 0
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding=encoding) as f:
+            for lineno, line in enumerate(f, 1):  # universal newlines; the BOM is consumed by the codec
+                yield line.strip()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} line {lineno + 1}: cannot decode as {encoding} ({e.reason})") from None
+    except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read ({e})") from e
 
 

@@ -104,6 +104,11 @@ def _build(
 ) -> None:
     t0 = time.time()
     if tcfg.kind == "wordpiece":
+        pipes = [p for p in corpus_mod.resolve_paths(ccfg.paths) if not p.is_file()] if ccfg.source == "text" else []
+        if pipes:
+            raise DataError(f"corpus.paths: {pipes[0]} is a pipe, which can be read once, but tokenizer=wordpiece "
+                            "reads the corpus twice (vocab, then shards): save it to a file or use "
+                            "tokenizer=pretrained")
         seen = [0]
 
         def units() -> Iterator[str]:

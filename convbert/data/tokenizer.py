@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import logging
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -13,6 +14,8 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .config import SPECIAL_TOKENS, DataError, TokenizerConfig
+
+log = logging.getLogger(__name__)
 
 
 def bert_wordpiece(vocab: dict[str, int] | None, lowercase: bool = True) -> Tokenizer:
@@ -196,6 +199,10 @@ def load_pretrained(cfg: TokenizerConfig) -> Tokenizer:
             ) from e
     else:
         raise DataError(f"tokenizer.path={cfg.path}: no such file")
+    if tok.truncation is not None or tok.padding is not None:  # would cut or pad the corpus' units
+        log.warning("%s: turning off the truncation/padding saved in this tokenizer", path)
+        tok.no_truncation()
+        tok.no_padding()
     check_vocab(tok, str(path))
     if tok.get_vocab_size() != cfg.vocab_size:
         raise DataError(
