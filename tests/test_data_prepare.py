@@ -140,6 +140,16 @@ def test_line_endings_encodings_and_hidden_folders(tmp_path: Path) -> None:
     assert read_manifest(again)["counts"]["units"] == 3
 
 
+def test_file_without_blank_lines_is_cut_into_bounded_documents(tmp_path: Path, monkeypatch) -> None:
+    import convbert.data.corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "MAX_DOCUMENT_CHARS", 100)
+    f = write(tmp_path / "lines.txt", "".join(f"sentence number {i:4d}\n" for i in range(30)))  # 20 chars each
+    tok = {"kind": "wordpiece", "vocab_size": 200, "min_frequency": 1}
+    counts = read_manifest(prepare(text_corpus(f), tok, data_dir=tmp_path / "data", progress=False))["counts"]
+    assert counts["documents"] == 6 and counts["units"] == 30
+
+
 def test_pipe_with_a_trained_vocab_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

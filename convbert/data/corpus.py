@@ -30,6 +30,9 @@ Document = list[str]
 _PYDOCS_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 
 
+MAX_DOCUMENT_CHARS = 1 << 18  # longer runs of lines without a document end are cut into pieces of this size
+
+
 def iter_documents(cfg: CorpusConfig) -> Iterator[Document]:
     """All documents of the corpus, in a fixed order, with the configured size limits applied."""
     if cfg.source == "pydocs":
@@ -176,15 +179,28 @@ def resolve_paths(patterns: list[str], must_match: bool = True) -> list[Path]:
 
 def _text_documents(cfg: CorpusConfig) -> Iterator[Document]:
     for path in resolve_paths(cfg.paths):
-        doc: Document = []
-        for line in _read_lines(path, cfg.encoding, cfg.on_decode_error):
-            if line:
-                doc.append(line)
-            elif cfg.doc_boundary == "blank_line" and doc:
+        lines = _read_lines(path, cfg.encoding, cfg.on_decode_error)
+        yield from _lines_to_documents(lines, blank_line_ends=cfg.doc_boundary == "blank_line")
+
+
+def _lines_to_documents(lines: Iterable[str], blank_line_ends: bool) -> Iterator[Document]:
+    """Non-blank lines grouped into documents, which blank lines end (when blank_line_ends). A document is
+    also cut after MAX_DOCUMENT_CHARS, so that a file without blank lines is neither held in memory at once
+    nor built by one worker; an example never spans the cut."""
+    doc: Document = []
+    size = 0
+    for line in lines:
+        if line:
+            doc.append(line)
+            size += len(line)
+            if size >= MAX_DOCUMENT_CHARS:
                 yield doc
-                doc = []
-        if doc:
+                doc, size = [], 0
+        elif blank_line_ends and doc:
             yield doc
+            doc, size = [], 0
+    if doc:
+        yield doc
 
 
 def _read_lines(path: Path, encoding: str, on_error: str) -> Iterator[str]:
@@ -267,21 +283,12 @@ def _hub_documents(cfg: CorpusConfig) -> Iterator[Document]:
     columns = ds.column_names
     if columns is not None and cfg.text_column not in columns:
         raise DataError(f"corpus.text_column={cfg.text_column!r} is not a column of {cfg.dataset}: {columns}")
-    doc: Document = []
-    for batch in ds.iter(batch_size=1000):
-        for text in batch[cfg.text_column]:
-            text = text or ""
-            if cfg.rows == "documents":  # one row = one document, its lines are units
-                yield [u for u in (line.strip() for line in text.splitlines()) if u]
-            else:  # one row = one line; blank rows separate documents
-                line = " ".join(text.split("\n")).strip()
-                if line:
-                    doc.append(line)
-                elif doc:
-                    yield doc
-                    doc = []
-    if doc:
-        yield doc
+    texts = (text or "" for batch in ds.iter(batch_size=1000) for text in batch[cfg.text_column])
+    if cfg.rows == "documents":  # one row = one document, its lines are units
+        for text in texts:
+            yield [u for u in (line.strip() for line in text.splitlines()) if u]
+    else:  # one row = one line; blank rows separate documents
+        yield from _lines_to_documents((" ".join(text.split("\n")).strip() for text in texts), blank_line_ends=True)
 
 
 def digest_file(path: Path) -> str:
