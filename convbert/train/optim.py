@@ -72,13 +72,13 @@ def build_optimizer(
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """ELECTRA's schedule: lr·step/warmup during warmup, else lr·(1 - step/total), reaching 0 at total."""
+    """ELECTRA's schedule (ConvBERT's code): lr·min(1, step/warmup)·(1 - step/total), a linear decay to 0 at
+    total scaled by a linear warmup; continuous, so the peak is lr·(1 - warmup/total)."""
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
 
     def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / warmup_steps
-        return max(0.0, 1.0 - step / total_steps)
+        warm = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        return warm * max(0.0, 1.0 - step / total_steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
