@@ -2,6 +2,7 @@
 max_length 32): single jobs, a 2-job multirun on the joblib launcher, a multirun with a failing job, and
 bad-input errors."""
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -19,9 +20,13 @@ import torch
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
+from convbert.config import ConvBertConfig
 from convbert.finetune import FinetuneHParams, InitError, load_init
-from convbert.glue.run import run
+from convbert.glue.data import load_dir_split
+from convbert.glue.features import featurize
+from convbert.glue.run import batch_multiple, predict, run
 from convbert.glue.tasks import TASKS
+from convbert.model import ConvBertForSequenceClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"task", "metrics", "seed", "model", "pretraining", "steps", "examples_seen", "wall_time_s", "flops",
@@ -219,3 +224,22 @@ def test_init_pads_with_the_vocabularys_pad_id(env, tmp_path, caplog):
         pre = load_init(str(hf))
     assert pre.config.pad_token_id == pre.tokenizer.token_to_id("[PAD]") == 0
     assert "pad_token_id=1 but [PAD] is id 0" in caplog.text
+
+
+def test_released_checkpoints_see_the_padding_they_were_fine_tuned_with(env):
+    """With unmasked conv padding (imported checkpoints) every batch is padded to max_length, as in the
+    official code, so predictions do not depend on how examples are batched."""
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset("tiny", vocab_size=tok.get_vocab_size(), mask_conv_padding=False)
+    model = ConvBertForSequenceClassification(config, num_labels=1)
+    feats = featurize(load_dir_split("stsb", "validation", env / "glue").examples, tok, 32, regression=True)
+    cpu = torch.device("cpu")
+
+    def logits(batch_size: int, multiple: int) -> np.ndarray:
+        return predict(model, feats, batch_size, cpu, 0, contextlib.nullcontext, multiple)[0]
+
+    multiple = batch_multiple(config, 32, cpu)
+    assert multiple == 32 and batch_multiple(ConvBertConfig.from_preset("tiny"), 32, cpu) == 1
+    assert np.abs(logits(1, 1) - logits(12, 1)).max() > 1e-5  # padded to the batch's longest: batching shows
+    np.testing.assert_allclose(logits(1, multiple), logits(12, multiple), rtol=0, atol=1e-6)

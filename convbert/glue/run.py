@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convbert.config import ConvBertConfig
 from convbert.finetune import (
     FinetuneHParams,
     count_flop_params,
@@ -63,6 +64,15 @@ def predict(model: torch.nn.Module, feats: Features, batch_size: int, device: to
         out[idx] = logits.float().cpu().numpy()
         flops += forward_flops(model.config, n_params, *batch["input_ids"].shape)
     return out, flops
+
+
+def batch_multiple(config: ConvBertConfig, max_length: int, device: torch.device) -> int:
+    """Batches are padded to a multiple of this: 8 on GPUs (tensor-core shapes), else 1; max_length for
+    released checkpoints, whose conv branch reads padding: their official fine-tuning padded every batch to
+    max_length, and so outputs do not depend on how examples are batched."""
+    if not config.mask_conv_padding:
+        return max_length
+    return 8 if device.type == "cuda" else 1
 
 
 def to_predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
@@ -137,7 +147,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     sampler = LengthBucketSampler(train_feats.lengths, batch_size, shuffle=True, seed=seed,
                                   pool_batches=int(cfg.get("bucket_pool_batches", 50)))
 
-    multiple = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPUs
+    multiple = batch_multiple(pre.config, max_length, device)
 
     def batches(epoch: int):
         sampler.set_epoch(epoch)

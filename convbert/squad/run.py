@@ -46,9 +46,11 @@ V2_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_
               "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
 
-def collate(feats: SquadFeatures, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad windows to the batch's longest. answer_mask marks where a span may point: [CLS] + context."""
-    t = max(len(feats.input_ids[i]) for i in indices)
+def collate(feats: SquadFeatures, indices: list[int], pad_id: int, pad_to: int | None = None
+            ) -> dict[str, torch.Tensor]:
+    """Pad windows to the batch's longest (or to pad_to). answer_mask marks where a span may point: [CLS] +
+    context."""
+    t = pad_to or max(len(feats.input_ids[i]) for i in indices)
     b = len(indices)
     ids = np.full((b, t), pad_id, dtype=np.int64)
     types, mask, answer_mask = (np.zeros((b, t), dtype=np.int64) for _ in range(3))
@@ -85,7 +87,7 @@ def qa_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], answerable_w
 
 @torch.no_grad()
 def predict_logits(model: ConvBertForQuestionAnswering, feats: SquadFeatures, batch_size: int,
-                   device: torch.device, pad_id: int, autocast
+                   device: torch.device, pad_id: int, autocast, pad_to: int | None = None
                    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None, float]:
     """Per-window start/end logits (unpadded, feature order), answerable logits [N] or None, FLOPs."""
     model.eval()
@@ -96,7 +98,7 @@ def predict_logits(model: ConvBertForQuestionAnswering, feats: SquadFeatures, ba
     flops, n_params = 0.0, count_flop_params(model)
     lengths = np.fromiter((len(x) for x in feats.input_ids), dtype=np.int64, count=n)
     for idx in LengthBucketSampler(lengths, batch_size, shuffle=False):
-        batch = move(collate(feats, idx, pad_id), device)
+        batch = move(collate(feats, idx, pad_id, pad_to), device)
         with autocast():
             s, e, a = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
@@ -158,6 +160,8 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if fcfg.max_seq_length > pre.config.max_position_embeddings:
         raise ValueError(f"task.max_length={fcfg.max_seq_length} exceeds the model's "
                          f"max_position_embeddings={pre.config.max_position_embeddings}")
+    # released checkpoints: the conv branch reads padding; pad to max_length as their official code did
+    pad_to = None if pre.config.mask_conv_padding else fcfg.max_seq_length
     use_classifier = v2 and bool(task.get("answerable_classifier", True))
     null_score = task.get("null_score") or "auto"
     if null_score == "auto":
@@ -198,7 +202,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     def batches(epoch: int):
         sampler.set_epoch(epoch)
         for idx in sampler:
-            yield collate(train_feats, idx, pad_id)
+            yield collate(train_feats, idx, pad_id, pad_to)
 
     autocast = Precision(resolve_precision(hp.precision, device), device).autocast
     final: dict[str, Any] = {}
@@ -206,7 +210,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     def evaluate(epoch: int) -> dict[str, float]:
         if epoch != last_epoch and not eval_every:
             return {}
-        s, e, a, flops = predict_logits(model, dev_feats, eval_bs, device, pad_id, autocast)
+        s, e, a, flops = predict_logits(model, dev_feats, eval_bs, device, pad_id, autocast, pad_to)
         final["preds"] = preds = postprocess(dev, dev_feats, s, e, a, pcfg, v2)
         final["scores"] = scores = score(dev, preds, v2, pcfg.null_threshold)
         return {**{k: v for k, v in scores.items() if k in V2_METRICS}, "_flops": flops}
