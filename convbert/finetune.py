@@ -247,6 +247,7 @@ class FinetuneHParams:
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-6
+    adam_bias_correction: bool = False  # False: ELECTRA's optimizer, as the paper's recipes assume
     warmup_fraction: float = 0.1
     epochs: int = 3
     max_grad_norm: float = 1.0
@@ -336,7 +337,8 @@ def fit(
         raise ValueError("no training steps: the training set is empty")
     model.to(device)
     optimizer = build_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas, hp.adam_eps,
-                                layer_decay=hp.layer_decay, layer_decay_variant=hp.layer_decay_variant)
+                                layer_decay=hp.layer_decay, layer_decay_variant=hp.layer_decay_variant,
+                                bias_correction=hp.adam_bias_correction)
     scheduler = linear_schedule(optimizer, math.ceil(hp.warmup_fraction * total_steps), total_steps)
     precision = Precision(resolve_precision(hp.precision, device), device)
     params = [p for g in optimizer.param_groups for p in g["params"]]

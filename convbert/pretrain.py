@@ -78,6 +78,7 @@ class TrainerConfig:
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-6
+    adam_bias_correction: bool = False  # False: ELECTRA's optimizer, as the paper's recipes assume
     max_grad_norm: float = 1.0
     log_every: int = 100
     ckpt_every: int = 10_000
@@ -228,7 +229,8 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 
     torch.manual_seed(cfg["seed"])
     model = ElectraPretrainer(config, objective).to(info.device)
-    optimizer = build_optimizer(model, trainer.lr, trainer.weight_decay, trainer.adam_betas, trainer.adam_eps)
+    optimizer = build_optimizer(model, trainer.lr, trainer.weight_decay, trainer.adam_betas, trainer.adam_eps,
+                                bias_correction=trainer.adam_bias_correction)
     scheduler = linear_schedule(optimizer, trainer.warmup_steps, trainer.max_steps)
     precision = Precision(trainer.precision, info.device)
     batches = ResumableBatches(dataset, micro, cfg["seed"], info.rank, info.world_size)

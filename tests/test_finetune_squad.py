@@ -144,7 +144,7 @@ def test_training_memorises_spans(one_thread):
         for idx in sampler:
             yield collate(feats, idx, 0)
 
-    hp = FinetuneHParams(lr=2e-3, layer_decay=None, epochs=25)
+    hp = FinetuneHParams(lr=1e-3, layer_decay=None, epochs=25)
     result = fit(model, batches, len(sampler), lambda m, b: qa_loss(m, b, 0.5), hp, torch.device("cpu"))
     assert result.history[-1]["train_loss"] < 0.3 * result.history[0]["train_loss"]
     s, e, a, flops = predict_logits(model, feats, 32, torch.device("cpu"), 0, contextlib.nullcontext)

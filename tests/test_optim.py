@@ -42,3 +42,28 @@ def test_layer_decay_and_no_weight_decay_groups(variant, offset):
         assert lr_of[id(p)] == pytest.approx(expected), name
         no_decay = p.ndim < 2  # LayerNorm weights and biases
         assert wd_of[id(p)] == (0.0 if no_decay else 0.01), name
+
+
+def test_electra_adamw_follows_electras_update_rule():
+    """BERT/ELECTRA's AdamWeightDecayOptimizer in float64 by hand: no bias correction, decay in the update."""
+    torch.manual_seed(0)
+    w, b = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64)), torch.nn.Parameter(torch.randn(4).double())
+    model = torch.nn.Linear(4, 3).double()
+    model.weight, model.bias = w, b
+    opt = build_optimizer(model, lr=0.1, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-6)
+    assert type(opt).__name__ == "ElectraAdamW"
+    ref = {"w": (w.detach().clone(), 0.01), "b": (b.detach().clone(), 0.0)}  # no decay on the bias
+    moments = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, (p, _) in ref.items()}
+    for _ in range(3):
+        grads = {"w": torch.randn(3, 4, dtype=torch.float64), "b": torch.randn(4, dtype=torch.float64)}
+        w.grad, b.grad = grads["w"].clone(), grads["b"].clone()
+        opt.step()
+        for k, (p, wd) in ref.items():
+            m, v = moments[k]
+            m, v = 0.9 * m + 0.1 * grads[k], 0.999 * v + 0.001 * grads[k] ** 2
+            moments[k] = (m, v)
+            ref[k] = (p - 0.1 * (m / (v.sqrt() + 1e-6) + wd * p), wd)
+    torch.testing.assert_close(w.detach(), ref["w"][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(b.detach(), ref["b"][0], rtol=0, atol=1e-12)
+    bias_corrected = build_optimizer(model, lr=0.1, bias_correction=True)
+    assert isinstance(bias_corrected, torch.optim.AdamW)

@@ -214,6 +214,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "hparams": {"lr": hp.lr, "batch_size": batch_size, "epochs": epochs, "max_length": max_length,
                     "layer_decay": hp.layer_decay, "layer_decay_variant": hp.layer_decay_variant,
                     "weight_decay": hp.weight_decay, "warmup_fraction": hp.warmup_fraction,
+                    "adam_bias_correction": hp.adam_bias_correction,
                     "double_unordered": double, "precision": resolve_precision(hp.precision, device)},
         "data": {"source": train.source, "train_examples": len(train), "train_features": len(train_feats),
                  "skipped_train_lines": len(train.skipped_lines)},

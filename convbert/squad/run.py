@@ -254,6 +254,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
                     "answerable_weight": answerable_weight if use_classifier else None,
                     "layer_decay": hp.layer_decay, "layer_decay_variant": hp.layer_decay_variant,
                     "weight_decay": hp.weight_decay, "warmup_fraction": hp.warmup_fraction,
+                    "adam_bias_correction": hp.adam_bias_correction,
                     "precision": resolve_precision(hp.precision, device)},
         "data": {"train": _report_dict(train_rep), "dev": _report_dict(dev_rep),
                  "train_features": _report_dict(train_frep), "dev_features": _report_dict(dev_frep),
