@@ -65,5 +65,10 @@ def test_electra_adamw_follows_electras_update_rule():
             ref[k] = (p - 0.1 * (m / (v.sqrt() + 1e-6) + wd * p), wd)
     torch.testing.assert_close(w.detach(), ref["w"][0], rtol=0, atol=1e-12)
     torch.testing.assert_close(b.detach(), ref["b"][0], rtol=0, atol=1e-12)
+    resumed = build_optimizer(model, lr=0.1, weight_decay=0.01)  # a checkpoint's state carries over
+    resumed.load_state_dict(opt.state_dict())
+    for p in (w, b):
+        assert torch.isinf(resumed.state[p]["step"])
+        assert torch.equal(resumed.state[p]["exp_avg"], opt.state[p]["exp_avg"])
     bias_corrected = build_optimizer(model, lr=0.1, bias_correction=True)
     assert isinstance(bias_corrected, torch.optim.AdamW)
