@@ -61,6 +61,8 @@ MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir",
                         "trainer.precision", "trainer.compile", "trainer.num_threads", "trainer.max_steps",
                         "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
                         "trainer.progress")
+# settings added after runs were written without them, with the value those runs used
+PREDATED = {"trainer.adam_bias_correction": True}
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], run_dir: Path) -> None:
     """Refuse to resume a run under settings that differ from its config.json (other than
     MAY_CHANGE_ON_RESUME), naming every differing key."""
-    old, new = _flatten(saved), _flatten(cfg)
+    old, new = {**PREDATED, **_flatten(saved)}, _flatten(cfg)
     missing = object()
     changed = [k for k in sorted(old.keys() | new.keys())
                if old.get(k, missing) != new.get(k, missing)

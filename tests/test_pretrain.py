@@ -13,7 +13,7 @@ import torch
 
 from convbert.data.config import from_mapping
 from convbert.model import ConvBertModel
-from convbert.pretrain import TrainerConfig, _check_writable
+from convbert.pretrain import TrainerConfig, _check_writable, check_resume_config
 from convbert.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,13 @@ def test_resume_refuses_other_settings_and_follows_a_longer_schedule(tmp_path, d
     assert [r["step"] for r in rows] == list(range(1, 9)) and rows[2]["mlm_loss"] > 0
     base = json.loads((run / "config.json").read_text())["trainer"]["lr"]
     assert rows[2]["lr"] == pytest.approx(base * (1 - 2 / 8))  # step 3 follows the new schedule, not the old
+
+
+def test_resume_check_knows_settings_added_since_a_run_was_written(tmp_path):
+    saved = {"seed": 1, "trainer": {"lr": 1e-3}}  # written before trainer.adam_bias_correction existed
+    check_resume_config(saved, {"seed": 1, "trainer": {"lr": 1e-3, "adam_bias_correction": True}}, tmp_path)
+    with pytest.raises(ValueError, match=r"trainer.adam_bias_correction: True -> False"):
+        check_resume_config(saved, {"seed": 1, "trainer": {"lr": 1e-3, "adam_bias_correction": False}}, tmp_path)
 
 
 def test_ddp_and_accumulation_match_one_process(tmp_path, data_dir):
