@@ -18,19 +18,24 @@ FAILED_NAME = "failed.json"  # written by a fine-tuning job that raised
 _SKIP_DIRS = frozenset({"wandb", ".hydra", "__pycache__", ".git"})
 
 
-def find_results(dirs: Iterable[str | Path], name: str = RESULTS_NAME) -> list[Path]:
-    """Every results.json (or other `name`) under the given dirs (sorted, de-duplicated); a missing dir is an
-    error."""
-    found: set[Path] = set()
+def find_results(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every results.json under the given dirs (sorted, de-duplicated); a missing dir is an error."""
+    return _find(dirs)[RESULTS_NAME]
+
+
+def _find(dirs: Iterable[str | Path]) -> dict[str, list[Path]]:
+    """results.json and failed.json files under dirs, in one walk: {name: sorted, de-duplicated paths}."""
+    found: dict[str, set[Path]] = {RESULTS_NAME: set(), FAILED_NAME: set()}
     for d in dirs:
         root = Path(d)
         if not root.is_dir():
             raise ReportError(f"results dir {str(root)!r} does not exist or is not a directory")
         for here, subdirs, files in os.walk(root):
             subdirs[:] = [s for s in subdirs if s not in _SKIP_DIRS]
-            if name in files:
-                found.add((Path(here) / name).resolve())
-    return sorted(found)
+            for name, paths in found.items():
+                if name in files:
+                    paths.add((Path(here) / name).resolve())
+    return {name: sorted(paths) for name, paths in found.items()}
 
 
 def _error_of(failed: Path) -> str:
@@ -54,10 +59,12 @@ def load_result(path: str | Path) -> Result:
     return parse_result(obj, source=str(path), mtime=path.stat().st_mtime)
 
 
-def scan(dirs: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
-    """Load every results.json under dirs; return (valid results, one message per bad file)."""
+def scan(dirs: Iterable[str | Path]) -> tuple[list[Result], list[str], list[Path]]:
+    """Load every results.json under dirs; return (valid results, one message per bad file, the failed.json
+    of jobs that left no results)."""
     dirs = list(dirs)
-    paths = find_results(dirs)
+    found = _find(dirs)
+    paths = found[RESULTS_NAME]
     if not paths:
         raise ReportError(f"no {RESULTS_NAME} found under {', '.join(map(str, dirs)) or '(no dirs given)'}; "
                           "run fine-tuning first (make glue / make squad) or point runs_dir at its outputs")
@@ -71,22 +78,22 @@ def scan(dirs: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
             results.append(load_result(p))
         except ReportError as e:
             problems.append(str(e))
-    return results, problems
+    failed_jobs = [f for f in found[FAILED_NAME] if not f.with_name(RESULTS_NAME).exists()]
+    return results, problems, failed_jobs
 
 
 def collect(dirs: Iterable[str | Path], on_error: str = "warn") -> list[Result]:
     """All valid results under dirs. on_error: 'warn' skips a malformed file with a warning, 'raise' stops."""
     if on_error not in ("warn", "raise"):
         raise ReportError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
-    results, problems = scan(dirs)
+    results, problems, failed_jobs = scan(dirs)
     if problems and on_error == "raise":
         raise ReportError(problems[0] if len(problems) == 1 else
                           f"{len(problems)} malformed results files:\n  " + "\n  ".join(problems))
     for msg in problems:
         log.warning("skipping %s", msg)
-    for failed in find_results(dirs, FAILED_NAME):
-        if not failed.with_name(RESULTS_NAME).exists():
-            log.warning("failed job, shown as missing: %s (%s)", failed.parent, _error_of(failed))
+    for failed in failed_jobs:
+        log.warning("failed job, shown as missing: %s (%s)", failed.parent, _error_of(failed))
     if not results:
         raise ReportError(f"all {len(problems)} {RESULTS_NAME} files were malformed; nothing to tabulate")
     return results
