@@ -52,6 +52,7 @@ from convbert.train import (
 )
 from convbert.train.files import write_json_atomic
 from convbert.train.plot import plot_curves
+from convbert.train.runinfo import flatten_settings, settings_changes
 
 NEVER_MASKED = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # SPEC §3 (as ELECTRA; [UNK] may be masked)
 RESUME_MODES = ("auto", "never")
@@ -110,26 +111,11 @@ def model_config(model: dict[str, Any], vocab_size: int) -> ConvBertConfig:
     return ConvBertConfig.from_preset(model["preset"], vocab_size=vocab_size, **knobs)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
 def check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], run_dir: Path) -> None:
     """Refuse to resume a run under settings that differ from its config.json (other than
     MAY_CHANGE_ON_RESUME), naming every differing key."""
-    old, new = {**PREDATED, **_flatten(saved)}, _flatten(cfg)
-    missing = object()
-    changed = [k for k in sorted(old.keys() | new.keys())
-               if old.get(k, missing) != new.get(k, missing)
-               and not any(k == p or k.startswith(p + ".") for p in MAY_CHANGE_ON_RESUME)]
-    if changed:
-        diff = "; ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed)
+    diff = settings_changes({**PREDATED, **flatten_settings(saved)}, cfg, MAY_CHANGE_ON_RESUME)
+    if diff:
         raise ValueError(f"{run_dir} holds a run with other settings ({diff}). Resume it with its own settings "
                          "(config.json there), or start a new run with name=<new name>.")
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from convbert.finetune import sha256_prefix
 from convbert.train.files import write_json_atomic
+from convbert.train.runinfo import settings_changes
 
 log = logging.getLogger("reproduce")
 
@@ -41,12 +42,10 @@ def check_glue_settings(glue_out: Path, settings: dict) -> bool:
     pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ."""
     record = glue_out / "reproduce_settings.json"
     if record.exists():
-        old = json.loads(record.read_text())
-        changed = [k for k in sorted(old.keys() | settings.keys()) if old.get(k) != settings.get(k)]
-        if changed:
+        diff = settings_changes(json.loads(record.read_text()), settings)
+        if diff:
             log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
-                      "output_dir=, or delete that dir to redo them", glue_out,
-                      "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed))
+                      "output_dir=, or delete that dir to redo them", glue_out, diff)
             return False
     write_json_atomic(record, settings)
     return True

@@ -1,9 +1,10 @@
-"""Provenance recorded with every run: git revision and device."""
+"""Provenance recorded with every run: git revision, device, and how two runs' settings differ."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,3 +27,25 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def flatten_settings(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'trainer': {'lr': 1}} -> {'trainer.lr': 1}; tuples become lists, as in a JSON round trip."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_settings(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def settings_changes(old: dict[str, Any], new: dict[str, Any], may_change: tuple[str, ...] = ()) -> str:
+    """'key: old -> new; ...' over the dotted keys of two nested settings dicts, leaving out the keys under
+    `may_change` prefixes; '' when nothing else differs."""
+    a, b = flatten_settings(old), flatten_settings(new)
+    missing = object()
+    changed = [k for k in sorted(a.keys() | b.keys())
+               if a.get(k, missing) != b.get(k, missing)
+               and not any(k == p or k.startswith(p + ".") for p in may_change)]
+    return "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed)
