@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from convbert.config import PRESETS, ConvBertConfig
 from convbert.model import ConvBertModel
 from convbert.train import Precision, Tracker, build_optimizer, linear_schedule
+from convbert.train.optim import check_layer_decay_variant
 from convbert.train.precision import DTYPES
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,7 @@ class FinetuneHParams:
                              f"warmup_fraction={hp.warmup_fraction}")
         if hp.layer_decay is not None and not 0 < hp.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1] or null, got {hp.layer_decay}")
-        if hp.layer_decay_variant not in ("electra", "standard"):
-            raise ValueError(f"layer_decay_variant must be 'electra' or 'standard', got {hp.layer_decay_variant!r}")
+        check_layer_decay_variant(hp.layer_decay_variant)
         if hp.precision not in ("auto", *DTYPES):
             raise ValueError(f"precision must be auto or one of {sorted(DTYPES)}, got {hp.precision!r}")
         return hp

@@ -19,15 +19,22 @@ def param_depth(name: str, num_layers: int) -> int:
     return int(m.group(1)) + 1 if m else num_layers + 1
 
 
+LAYER_DECAY_OFFSETS = {"electra": 2, "standard": 1}  # lr scale decay**(L + offset - depth)
+
+
+def check_layer_decay_variant(variant: str) -> None:
+    if variant not in LAYER_DECAY_OFFSETS:
+        raise ValueError(f"layer_decay_variant must be 'electra' or 'standard', got {variant!r}")
+
+
 def layer_lr_scale(depth: int, num_layers: int, decay: float, variant: str = "electra") -> float:
     """lr multiplier at a depth. `electra`: decay**(L + 2 - depth) as in ELECTRA/ConvBERT's released code
     (the top layer gets decay**2, the off-by-one its authors acknowledged); `standard`: decay**(L + 1 - depth)
     (the top layer gets decay**1). Task heads always get 1."""
     if depth == num_layers + 1:
         return 1.0
-    offset = {"electra": 2, "standard": 1}.get(variant)
-    if offset is None:
-        raise ValueError(f"layer_decay_variant must be 'electra' or 'standard', got {variant!r}")
+    check_layer_decay_variant(variant)
+    offset = LAYER_DECAY_OFFSETS[variant]
     return decay ** (num_layers + offset - depth)
 
 
