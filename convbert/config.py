@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,27 @@ class ConvBertConfig:
         if unknown:
             raise ValueError(f"unknown ConvBertConfig keys: {unknown}")
         return cls(**d)
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the group and key."""
+
+
+def from_mapping(cls: type, group: str, values: Mapping[str, Any] | Any, error: type[Exception] = ConfigError) -> Any:
+    """Build a config dataclass from a plain dict (or DictConfig), naming unknown keys instead of ignoring
+    them: every typed config group goes through here, so a typo fails with the group's valid keys."""
+    if isinstance(values, cls):
+        return values
+    if type(values).__module__.startswith("omegaconf"):  # a DictConfig: same plain dict (and hash) as to_container
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(values, resolve=True)
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise error(f"{group} config must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise error(f"unknown {group} config key(s) {unknown}; valid keys: {sorted(known)}")
+    return cls(**dict(values))

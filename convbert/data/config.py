@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from convbert.config import from_mapping as _from_mapping
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] must be id 0 (model pad_token_id)
 
@@ -92,17 +93,5 @@ def _check_choice(group: str, key: str, value: Any, choices: tuple[str, ...]) ->
 
 
 def from_mapping(cls: type, group: str, values: Mapping[str, Any] | Any) -> Any:
-    """Build a config dataclass from a plain dict, naming unknown keys instead of ignoring them."""
-    if isinstance(values, cls):
-        return values
-    if type(values).__module__.startswith("omegaconf"):  # a DictConfig: same plain dict (and hash) as to_container
-        from omegaconf import OmegaConf
-
-        values = OmegaConf.to_container(values, resolve=True)
-    if not isinstance(values, Mapping):
-        raise DataError(f"{group} config must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DataError(f"unknown {group} config key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**dict(values))
+    """`convbert.config.from_mapping` raising DataError (the corpus/tokenizer groups' error type)."""
+    return _from_mapping(cls, group, values, error=DataError)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from convbert.config import ConfigError
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -111,3 +114,67 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
         return warm * max(0.0, 1.0 - step / total_steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class OptimConfig:
+    """The `optim` config group (conf/optim/), one spelling for pretraining and fine-tuning.
+
+    Warmup is given either in steps (pretraining) or as a fraction of the total steps (fine-tuning);
+    layer-wise lr decay is for fine-tuning (null: off). lr null means "the stage's default" (fine-tuning picks
+    one per model size)."""
+
+    lr: float | None = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = 0.01  # not on LayerNorm weights or biases
+    bias_correction: bool = False  # False: ELECTRA's AdamW (the paper's lrs assume it); True: torch's AdamW
+    max_grad_norm: float | None = 1.0  # null: no clipping
+    warmup_steps: int | None = None
+    warmup_fraction: float | None = None
+    layer_decay: float | None = None
+    layer_decay_variant: str = "electra"
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"optim.{key}={getattr(self, key)!r}: {why}")
+
+        if self.lr is not None and not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise bad("lr", "must be a positive number or null")
+        self.betas = tuple(self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise bad("betas", "must be two numbers in [0, 1)")
+        if not self.eps > 0:
+            raise bad("eps", "must be > 0")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", "must be >= 0")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise bad("max_grad_norm", "must be > 0 or null")
+        if (self.warmup_steps is None) == (self.warmup_fraction is None):
+            raise ConfigError("optim: set exactly one of warmup_steps and warmup_fraction "
+                              f"(got {self.warmup_steps!r} and {self.warmup_fraction!r})")
+        if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or
+                                              not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise bad("warmup_steps", "must be an integer >= 0")
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
+            raise bad("warmup_fraction", "must be in [0, 1)")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise bad("layer_decay", "must be in (0, 1] or null")
+        if self.layer_decay_variant not in LAYER_DECAY_OFFSETS:
+            raise bad("layer_decay_variant", f"must be one of {list(LAYER_DECAY_OFFSETS)}")
+
+    def warmup(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_fraction * total_steps)
+
+    def build(self, model: nn.Module, lr: float | None = None, num_layers: int | None = None) -> torch.optim.Optimizer:
+        """The optimizer for `model` at `lr` (default: self.lr)."""
+        lr = self.lr if lr is None else lr
+        if lr is None:
+            raise ConfigError("optim.lr is null and the stage gave no default")
+        return build_optimizer(model, lr, self.weight_decay, self.betas, self.eps, self.layer_decay, num_layers,
+                               self.layer_decay_variant, self.bias_correction)
+
+    def schedule(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        return linear_schedule(optimizer, self.warmup(total_steps), total_steps)
