@@ -1,7 +1,10 @@
-"""Read/write HF transformers-format ConvBERT directories (config.json + model.safetensors).
+"""Read/write transformers-format directories (config.json + model.safetensors) in two formats:
+ConvBERT (model_type convbert, our attention='mixed') and ELECTRA (model_type electra, our attention='self',
+the same-size baseline). transformers' ConvBertModel / ElectraModel state-dict key names and shapes are the
+interchange format.
 
-HF ConvBertModel's state-dict key names and shapes are the interchange format. This module never imports
-transformers; pickled checkpoints (pytorch_model.bin) are read with torch.load(weights_only=True).
+This module never imports transformers, nor the model class (convbert/model.py calls in here); pickled
+checkpoints (pytorch_model.bin) are read with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -14,57 +17,81 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ConvBertConfig
-from .model import ConvBertModel
 from .train.files import atomic_path, write_text_atomic
 
-# config.json keys shared 1:1 with ConvBertConfig, with HF's defaults for keys a file may omit
+# config.json keys shared 1:1 with ConvBertConfig by both formats, with transformers' defaults for keys a
+# file may omit
 _HF_DEFAULTS: dict[str, Any] = dict(
     vocab_size=30522, hidden_size=768, embedding_size=768, num_hidden_layers=12, num_attention_heads=12,
-    head_ratio=2, conv_kernel_size=9, intermediate_size=3072, num_groups=1, max_position_embeddings=512,
-    type_vocab_size=2, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12,
-    initializer_range=0.02,
+    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12, initializer_range=0.02,
 )
-# our own option, stored in config.json so that our exports round-trip (HF ignores it)
+_CONVBERT_DEFAULTS: dict[str, Any] = dict(head_ratio=2, conv_kernel_size=9, num_groups=1)  # convbert only
+# our own option, stored in config.json so that our exports round-trip (transformers ignores it)
 _MASK_KEY = "convbert_mask_conv_padding"
 # non-persistent buffers that older transformers versions saved; carry no weights
 _IGNORED_KEYS = {"embeddings.position_ids", "embeddings.token_type_ids"}
+# the backbone's prefix in task / pretraining checkpoints (ConvBertForSequenceClassification,
+# ElectraForPreTraining, ...): their heads are ignored
+_BACKBONE_PREFIX = {"convbert": "convbert.", "electra": "electra."}
+MODEL_TYPES = {"mixed": "convbert", "self": "electra"}
 
 _ATTN = "attention.self."
 
 
+def check_exportable(config: ConvBertConfig) -> None:
+    """Raise ValueError naming the setting that neither transformers format can express (ConvBERT for
+    attention='mixed', ELECTRA for attention='self'); pretraining calls it before it starts."""
+    if config.attention == "mixed" and int(config.head_ratio) != config.head_ratio:
+        raise ValueError(f"model.head_ratio={config.head_ratio}: transformers' ConvBERT format needs an integer "
+                         "head_ratio")
+    if config.attention == "self" and config.num_groups != 1:
+        raise ValueError(f"model.num_groups={config.num_groups}: transformers' ELECTRA format has no grouped "
+                         "FFN; use num_groups=1 for an attention=self model")
+
+
 def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ConvBertConfig:
     model_type = hf.get("model_type", "convbert")
-    if model_type != "convbert":
-        raise ValueError(f"{source}: model_type is {model_type!r}, expected 'convbert'")
+    if model_type not in MODEL_TYPES.values():
+        raise ValueError(f"{source}: model_type is {model_type!r}, expected one of {sorted(MODEL_TYPES.values())}")
     act = hf.get("hidden_act", "gelu")
     if act != "gelu":
         raise ValueError(f"{source}: hidden_act={act!r} is not supported (only 'gelu')")
+    position = hf.get("position_embedding_type", "absolute")
+    if position != "absolute":
+        raise ValueError(f"{source}: position_embedding_type={position!r} is not supported (only 'absolute')")
     kw = {k: hf.get(k, v) for k, v in _HF_DEFAULTS.items()}
+    if kw["embedding_size"] is None:  # transformers' ElectraConfig may leave it unset: = hidden_size
+        kw["embedding_size"] = kw["hidden_size"]
     pad = hf.get("pad_token_id")
     kw["pad_token_id"] = 0 if pad is None else pad
-    kw["mask_conv_padding"] = bool(hf.get(_MASK_KEY, False))  # HF/official behaviour: conv sees padding
+    if model_type == "convbert":
+        kw.update({k: hf.get(k, v) for k, v in _CONVBERT_DEFAULTS.items()})
+        kw["mask_conv_padding"] = bool(hf.get(_MASK_KEY, False))  # transformers/official: conv sees padding
     try:
-        return ConvBertConfig(attention="mixed", **kw)
+        return ConvBertConfig(attention="mixed" if model_type == "convbert" else "self", **kw)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
 
 
 def config_to_hf(config: ConvBertConfig) -> dict[str, Any]:
-    if config.attention != "mixed":
-        raise ValueError("only attention='mixed' models can be written in the HF ConvBERT format")
-    if int(config.head_ratio) != config.head_ratio:
-        raise ValueError(f"HF ConvBERT needs an integer head_ratio, got {config.head_ratio}")
+    """config.json for transformers: ConvBertConfig for mixed attention, ElectraConfig for self-attention."""
+    check_exportable(config)
     d = {k: getattr(config, k) for k in _HF_DEFAULTS}
-    d["head_ratio"] = int(config.head_ratio)
-    return dict(architectures=["ConvBertModel"], model_type="convbert", hidden_act="gelu",
-                pad_token_id=config.pad_token_id, tie_word_embeddings=True, **d,
-                **{_MASK_KEY: config.mask_conv_padding})
+    common = dict(model_type=MODEL_TYPES[config.attention], hidden_act="gelu", pad_token_id=config.pad_token_id,
+                  **d)
+    if config.attention == "self":
+        return dict(architectures=["ElectraModel"], position_embedding_type="absolute", **common)
+    return dict(architectures=["ConvBertModel"], tie_word_embeddings=True, **common,
+                head_ratio=int(config.head_ratio), conv_kernel_size=config.conv_kernel_size,
+                num_groups=config.num_groups, **{_MASK_KEY: config.mask_conv_padding})
 
 
 # ---- state-dict mapping ------------------------------------------------------------------------
 
 def state_dict_to_hf(sd: dict[str, torch.Tensor], config: ConvBertConfig) -> dict[str, torch.Tensor]:
-    """Our ConvBertModel state dict -> HF ConvBertModel keys/shapes."""
+    """Our ConvBertModel state dict -> transformers ConvBertModel / ElectraModel keys and shapes (the two
+    formats name the embeddings, self-attention and FFN alike; ELECTRA has no conv weights)."""
     A = config.num_sa_heads * config.attention_head_size
     out: dict[str, torch.Tensor] = {}
     for key, t in sd.items():
@@ -75,7 +102,7 @@ def state_dict_to_hf(sd: dict[str, torch.Tensor], config: ConvBertConfig) -> dic
         p = f"encoder.layer.{i}."
         if rest.startswith("attention.qkv."):
             kind = rest.rsplit(".", 1)[1]  # weight | bias
-            names = ("query", "key", "value", "conv_out_layer")
+            names = ("query", "key", "value", "conv_out_layer")[:t.shape[0] // A]  # no V' without conv heads
             for name, part in zip(names, t.split(A, dim=0), strict=True):
                 out[f"{p}{_ATTN}{name}.{kind}"] = part
         elif rest == "attention.key_conv_depthwise":  # [k, d] -> [d, 1, k]
@@ -99,23 +126,26 @@ def state_dict_to_hf(sd: dict[str, torch.Tensor], config: ConvBertConfig) -> dic
 
 
 def state_dict_from_hf(hf: dict[str, torch.Tensor], config: ConvBertConfig) -> dict[str, torch.Tensor]:
-    """HF ConvBertModel keys -> our state dict (inverse of state_dict_to_hf; keys already validated)."""
+    """transformers keys -> our state dict (inverse of state_dict_to_hf; keys already validated)."""
+    mixed = config.attention == "mixed"
+    qkv = ("query", "key", "value", "conv_out_layer") if mixed else ("query", "key", "value")
     out: dict[str, torch.Tensor] = {}
     for i in range(config.num_hidden_layers):
         p, q = f"encoder.layer.{i}.", f"layers.{i}."
         for kind in ("weight", "bias"):
-            out[f"{q}attention.qkv.{kind}"] = torch.cat(
-                [hf[f"{p}{_ATTN}{n}.{kind}"] for n in ("query", "key", "value", "conv_out_layer")], dim=0)
-            out[f"{q}attention.conv_kernel.{kind}"] = hf[f"{p}{_ATTN}conv_kernel_layer.{kind}"]
+            out[f"{q}attention.qkv.{kind}"] = torch.cat([hf[f"{p}{_ATTN}{n}.{kind}"] for n in qkv], dim=0)
             out[f"{q}attention.dense.{kind}"] = hf[f"{p}attention.output.dense.{kind}"]
             out[f"{q}attention.LayerNorm.{kind}"] = hf[f"{p}attention.output.LayerNorm.{kind}"]
             out[f"{q}intermediate.{kind}"] = hf[f"{p}intermediate.dense.{kind}"]
             out[f"{q}output.{kind}"] = hf[f"{p}output.dense.{kind}"]
             out[f"{q}LayerNorm.{kind}"] = hf[f"{p}output.LayerNorm.{kind}"]
-        sep = f"{p}{_ATTN}key_conv_attn_layer."
-        out[f"{q}attention.key_conv_depthwise"] = hf[f"{sep}depthwise.weight"][:, 0, :].t().contiguous()
-        out[f"{q}attention.key_conv_pointwise.weight"] = hf[f"{sep}pointwise.weight"][..., 0]
-        out[f"{q}attention.key_conv_pointwise.bias"] = hf[f"{sep}bias"][:, 0]
+            if mixed:
+                out[f"{q}attention.conv_kernel.{kind}"] = hf[f"{p}{_ATTN}conv_kernel_layer.{kind}"]
+        if mixed:
+            sep = f"{p}{_ATTN}key_conv_attn_layer."
+            out[f"{q}attention.key_conv_depthwise"] = hf[f"{sep}depthwise.weight"][:, 0, :].t().contiguous()
+            out[f"{q}attention.key_conv_pointwise.weight"] = hf[f"{sep}pointwise.weight"][..., 0]
+            out[f"{q}attention.key_conv_pointwise.bias"] = hf[f"{sep}bias"][:, 0]
     for key, t in hf.items():
         if not key.startswith("encoder."):
             out[key] = t
@@ -136,7 +166,7 @@ def check_hf_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torch.T
     if shapes:
         problems.append(f"mis-shaped keys: {shapes}")
     if problems:
-        raise ValueError(f"{source} does not match the ConvBERT config: " + "; ".join(problems))
+        raise ValueError(f"{source} does not match its config.json: " + "; ".join(problems))
 
 
 # ---- files -------------------------------------------------------------------------------------
@@ -161,41 +191,50 @@ def read_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
-def load_hf(path: str | Path, **config_overrides: Any) -> ConvBertModel:
-    """Build a ConvBertModel from a transformers-format directory. Checkpoints of task/pretraining models
-    (keys prefixed 'convbert.') are accepted: their backbone is loaded and head weights are ignored."""
+def read_hf(path: str | Path, **config_overrides: Any) -> tuple[ConvBertConfig, dict[str, torch.Tensor], str]:
+    """A transformers-format directory's config and backbone weights (still in transformers' key names) and
+    the weights file's name, for messages. Checkpoints of task or pretraining models (keys prefixed
+    'convbert.' or 'electra.', e.g. google/electra-small-discriminator) give their backbone; heads are
+    ignored. Use ConvBertModel.from_hf to get a model."""
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found")
     try:
         hf_cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
+    if not isinstance(hf_cfg, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, got {type(hf_cfg).__name__}")
     config = config_from_hf(hf_cfg, str(cfg_file))
     if config_overrides:
         config = ConvBertConfig.from_dict({**config.to_dict(), **config_overrides})
-    sd, source = read_hf_weights(path)
-    sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
-    if sd and all(k.startswith("convbert.") or not k.startswith(("embeddings", "encoder.")) for k in sd) \
-            and any(k.startswith("convbert.") for k in sd):
-        sd = {k[len("convbert."):]: v for k, v in sd.items() if k.startswith("convbert.")}
-        sd = {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}
-    model = ConvBertModel(config)
-    check_hf_state_dict(sd, state_dict_to_hf(model.state_dict(), config), source)
-    model.load_state_dict(state_dict_from_hf(sd, config), strict=True)
-    return model
+    try:
+        sd, source = read_hf_weights(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated or foreign file: name it
+        raise ValueError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from e
+    prefix = _BACKBONE_PREFIX[MODEL_TYPES[config.attention]]
+    if any(k.startswith(prefix) for k in sd) and not any(k.startswith(("embeddings.", "encoder.")) for k in sd):
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return config, {k: v for k, v in sd.items() if k not in _IGNORED_KEYS}, source
 
 
-def save_hf(model: ConvBertModel, path: str | Path) -> None:
-    """Write config.json + model.safetensors; each file lands atomically (tmp file, then os.replace)."""
+def convert_from_hf(sd: dict[str, torch.Tensor], config: ConvBertConfig, expected: dict[str, torch.Tensor],
+                    source: str) -> dict[str, torch.Tensor]:
+    """Check transformers-named weights against our model's state dict `expected`, then rename them."""
+    check_hf_state_dict(sd, state_dict_to_hf(expected, config), source)
+    return state_dict_from_hf(sd, config)
+
+
+def write_hf(config: ConvBertConfig, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write config.json + model.safetensors in the format of config.attention (ConvBERT or ELECTRA); each file
+    lands atomically (tmp file, then os.replace)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    hf_cfg = config_to_hf(model.config)
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tensors = state_dict_to_hf(sd, model.config)
+    hf_cfg = config_to_hf(config)
+    tensors = state_dict_to_hf({k: v.detach().cpu() for k, v in state_dict.items()}, config)
     with atomic_path(path / "model.safetensors") as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
     write_text_atomic(path / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
-
-

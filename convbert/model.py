@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import hf
 from .config import ConvBertConfig
 from .ops import (
     Dropout,
@@ -208,18 +209,19 @@ class ConvBertModel(nn.Module):
 
     @classmethod
     def from_hf(cls, path: str | Path, **config_overrides) -> ConvBertModel:
-        """Load a transformers-format ConvBERT directory (config.json + model.safetensors or .bin)."""
-        from .hf import load_hf
-
-        return load_hf(path, **config_overrides)
+        """Load a transformers-format directory: ConvBERT (config.json model_type convbert) or ELECTRA
+        (model_type electra, loaded as attention='self'), weights in model.safetensors or pytorch_model.bin."""
+        config, sd, source = hf.read_hf(path, **config_overrides)
+        model = cls(config)
+        model.load_state_dict(hf.convert_from_hf(sd, config, model.state_dict(), source), strict=True)
+        return model
 
     def to_hf(self, path: str | Path) -> None:
-        """Write a directory that transformers.ConvBertModel.from_pretrained(path) loads. With
-        mask_conv_padding (our pretraining default) transformers, which has no such option, gives other
-        outputs for the last k//2 real tokens of padded sequences; ConvBertModel.from_hf keeps the setting."""
-        from .hf import save_hf
-
-        save_hf(self, path)
+        """Write a directory that transformers loads: ConvBertModel.from_pretrained for attention='mixed',
+        ElectraModel.from_pretrained for attention='self'. With mask_conv_padding (our pretraining default)
+        transformers, which has no such option, gives other outputs for the last k//2 real tokens of padded
+        sequences; ConvBertModel.from_hf keeps the setting."""
+        hf.write_hf(self.config, self.state_dict(), path)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -132,5 +132,74 @@ def test_bad_config_and_missing_weights_are_reported(tmp_path):
                                                       "num_attention_heads": 4, "embedding_size": 128}))
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         ConvBertModel.from_hf(tmp_path)
-    with pytest.raises(ValueError, match="attention='mixed'"):
-        ConvBertModel(ConvBertConfig.from_preset("tiny", vocab_size=V, attention="self")).to_hf(tmp_path / "x")
+    with pytest.raises(ValueError, match="num_groups=2.*ELECTRA"):
+        ConvBertModel(ConvBertConfig.from_preset("medium-small", vocab_size=V, num_hidden_layers=1,
+                                                 attention="self")).to_hf(tmp_path / "x")
+    assert not (tmp_path / "x" / "model.safetensors").exists()
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: expected a JSON object"):
+        ConvBertModel.from_hf(tmp_path)
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    hf_model("small").save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read the weights"):
+        ConvBertModel.from_hf(tmp_path)
+
+
+# ---- ELECTRA format: our attention='self' baseline ------------------------------------------------
+
+ELECTRA_SIZES = {  # tiny preset, and ELECTRA-small's widths (google/electra-small-discriminator) with 2 layers
+    "tiny": dict(preset="tiny"),
+    "small": dict(preset="small", num_hidden_layers=2),
+}
+
+
+def electra_ours(name: str) -> ConvBertModel:
+    torch.manual_seed(0)
+    kw = dict(ELECTRA_SIZES[name])
+    config = ConvBertConfig.from_preset(kw.pop("preset"), vocab_size=V, attention="self", **kw)
+    return ConvBertModel(config).eval()
+
+
+@pytest.mark.parametrize("name", list(ELECTRA_SIZES))
+def test_electra_export_loads_in_transformers_with_equal_outputs(tmp_path, name):
+    ours = electra_ours(name)
+    ours.to_hf(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "electra"
+    ref, info = transformers.ElectraModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert hasattr(ref, "embeddings_project") == (ours.config.embedding_size != ours.config.hidden_size)
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        assert (ours(ids, mask, types) - hf_hidden(ref.eval(), ids, mask, types)).abs().max().item() <= 1e-5
+
+
+def test_electra_round_trip_is_bit_exact(tmp_path):
+    ours = electra_ours("small")
+    ours.to_hf(tmp_path / "a")
+    transformers.ElectraModel.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    for d in ("a", "b"):
+        back = ConvBertModel.from_hf(tmp_path / d)
+        assert back.config == ours.config
+        theirs, mine = back.state_dict(), ours.state_dict()
+        assert theirs.keys() == mine.keys() and all(torch.equal(theirs[k], mine[k]) for k in mine)
+
+
+@pytest.mark.parametrize("cls", ["ElectraForSequenceClassification", "ElectraForPreTraining"])
+def test_electra_task_and_discriminator_checkpoints_load_their_backbone(tmp_path, cls):
+    torch.manual_seed(0)
+    # ELECTRA-small's config.json as released (google/electra-small-discriminator), 2 layers
+    config = transformers.ElectraConfig(vocab_size=V, embedding_size=128, hidden_size=256, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=1024, pad_token_id=0)
+    ref = getattr(transformers, cls)(config).eval()  # keys prefixed "electra.", plus a head
+    ref.save_pretrained(tmp_path)
+    ours = ConvBertModel.from_hf(tmp_path).eval()
+    small = ConvBertConfig.from_preset("small", vocab_size=V, num_hidden_layers=2, attention="self")
+    assert ours.config == small
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        assert (ours(ids, mask, types) - hf_hidden(ref.electra, ids, mask, types)).abs().max().item() <= 1e-5
