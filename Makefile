@@ -48,8 +48,8 @@ squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
 table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)
 
-reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> table for EXPERIMENT=<name>
-	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),pretrain_experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPERIMENT=<name>[,<name>...]
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)

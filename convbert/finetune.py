@@ -182,11 +182,11 @@ def load_init(
                     init_kind="random", checkpoint_id="random", vocab_id=vocab_id(tok))
         return Pretrained(ConvBertModel(config), config, tok, info, None)
 
-    path = Path(str(init)).expanduser()
+    path, hub_id = Path(str(init)).expanduser(), None
     if not path.exists():
         if str(init).startswith((".", "/", "~")) or str(init).count("/") != 1:
             raise InitError(f"init={init}: no such directory")
-        path = _download(str(init))
+        path, hub_id = _download(str(init)), str(init)
     if not path.is_dir():
         raise InitError(f"init={init}: not a directory")
     if (path / "hf" / "config.json").is_file():  # one of our pretraining run dirs
@@ -214,8 +214,9 @@ def load_init(
         raise InitError(f"init={init}: cannot load the model ({e})") from e
     config = backbone.config
     _check_vocab(tok, config, str(tokenizer_file(tok_src)), str(hf_dir / "config.json"))
-    info = dict(name=path.name if kind == "run_dir" or path.name != "hf" else path.parent.name,
-                preset=match_preset(config), attention=config.attention, init=str(path.resolve()),
+    name = path.name if kind == "run_dir" or path.name != "hf" else path.parent.name
+    info = dict(name=hub_id.split("/")[-1] if hub_id else name,  # a hub snapshot dir is named by its commit
+                preset=match_preset(config), attention=config.attention, init=hub_id or str(path.resolve()),
                 init_kind=kind, checkpoint_id=sha256_prefix(weights), vocab_id=vocab_id(tok))
     return Pretrained(backbone, config, tok, info, pretraining)
 

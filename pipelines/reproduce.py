@@ -1,4 +1,4 @@
-"""tokenize -> pretrain -> GLUE sweep -> score table for one experiment: `make reproduce EXPERIMENT=...`.
+"""tokenize -> pretrain -> GLUE sweep -> score table for one or more experiments: `make reproduce EXPERIMENT=a,b`.
 
 Each stage is the ordinary entry point run as a subprocess, so a reproduction is exactly what a user would
 get by typing the stages by hand. Finished work is reused: the pretraining run resumes (or is already done),
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.finetune import sha256_prefix
@@ -51,40 +52,66 @@ def check_glue_settings(glue_out: Path, settings: dict) -> bool:
     return True
 
 
-@hydra.main(config_path="../conf", config_name="reproduce", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    embedded = c["pretrain_experiment"] is None
-    seeds = c["embedded_default"]["seeds"] if embedded else c["seeds"]
-    finetune_args = (c["embedded_default"]["finetune_args"] if embedded else []) + c["finetune_args"]
-    name = c["name"] or c["pretrain_experiment"] or "tiny-default"
-    out = Path(c["output_dir"]) / name
-    pretrain_dir = Path(c["pretrain_dir"] or f"runs/pretrain/{name}")
+def pretrain_overrides(experiment: str | None, pretrain_args: list[str]) -> list[str]:
+    return ([] if experiment is None else [f"experiment={experiment}"]) + list(pretrain_args)
 
-    experiment = [] if embedded else [f"experiment={c['pretrain_experiment']}"]
-    if not stage("pretrain", ["pipelines.pretrain", *experiment, f"name={name}",
-                              f"hydra.run.dir={pretrain_dir}", *c["pretrain_args"]]):
-        sys.exit(1)
 
-    glue_out, failed = out / "glue", []
+def pretrain_run(experiment: str | None, pretrain_args: list[str]) -> tuple[str, bool]:
+    """The run name pipelines.pretrain will use for this experiment, and whether its model is tiny."""
+    cfg = compose(config_name="pretrain", overrides=pretrain_overrides(experiment, pretrain_args))
+    return str(cfg.name), cfg.model.preset == "tiny"
+
+
+def run_experiment(experiment: str | None, c: dict, out: Path, seeds: list[int], finetune_args: list[str]) -> list[str]:
+    """pretrain -> GLUE sweep for one experiment; returns the names of the stages that failed."""
+    name, _ = pretrain_run(experiment, c["pretrain_args"])
+    pretrain_dir = Path(c["pretrain_root"]) / name
+    if not stage(f"pretrain {name}", ["pipelines.pretrain", *pretrain_overrides(experiment, c["pretrain_args"]),
+                                      f"hydra.run.dir={pretrain_dir}"]):
+        return [f"pretrain {name}"]
+    glue_out, failed = out / name / "glue", []
     settings = {"init_checkpoint_id": sha256_prefix(pretrain_dir / "hf" / "model.safetensors"),
                 "finetune_args": finetune_args, "glue_dir": c["glue_dir"]}
     if not check_glue_settings(glue_out, settings):
-        sys.exit(1)
+        return [f"glue {name}"]
     for task in c["tasks"]:
         todo = missing_seeds(glue_out, task, seeds)
         if not todo:
-            log.info("[glue] %s: all seeds done, reusing", task)
+            log.info("[glue] %s %s: all seeds done, reusing", name, task)
             continue
         args = ["pipelines.finetune", "-m", f"task={task}", "seed=" + ",".join(map(str, todo)),
                 f"init={pretrain_dir.resolve()}", f"hydra.sweep.dir={glue_out}",
                 "hydra.sweep.subdir=${task.name}-seed${seed}", *finetune_args]
         if c["glue_dir"]:
             args.append(f"glue_dir={c['glue_dir']}")
-        if not stage(f"glue {task}", args):
-            failed.append(task)  # the other tasks go on; the table shows what is missing
+        if not stage(f"glue {name} {task}", args):
+            failed.append(f"{name} {task}")  # the other tasks go on; the table shows what is missing
+    return failed
 
-    table_ok = stage("table", ["pipelines.table", f"runs_dir={glue_out}", f"output_dir={out / 'table'}"])
+
+@hydra.main(config_path="../conf", config_name="reproduce", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    experiments = c["experiments"] or [None]
+    if isinstance(experiments, str):
+        experiments = [e for e in experiments.split(",") if e]
+    if len(set(experiments)) != len(experiments):
+        raise SystemExit(f"experiments lists one twice: {experiments}")
+    runs = [pretrain_run(e, c["pretrain_args"]) for e in experiments]  # fails early on a bad experiment
+    names = [n for n, _ in runs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"experiments {experiments} share a pretraining run name ({names}); give them distinct "
+                         "names (pretrain_args or the experiment files)")
+    smoke = c["smoke"] if c["smoke"] != "auto" else all(tiny for _, tiny in runs)
+    seeds = c["smoke_scale"]["seeds"] if smoke else c["seeds"]
+    finetune_args = (c["smoke_scale"]["finetune_args"] if smoke else []) + c["finetune_args"]
+    out = Path(c["output_dir"]) / (c["name"] or "+".join(names if experiments == [None] else experiments))
+
+    failed = []
+    for experiment in experiments:
+        failed += run_experiment(experiment, c, out, seeds, finetune_args)
+    # one table over every experiment's results: rows side by side, and the comparison when there are two
+    table_ok = stage("table", ["pipelines.table", f"runs_dir={out}", f"output_dir={out / 'table'}"])
     if failed or not table_ok:
         log.error("finished with failures: %s", ", ".join(failed + ([] if table_ok else ["table"])))
         sys.exit(1)

@@ -17,7 +17,7 @@ PRETRAIN = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_lengt
 
 def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedProcess:
     args = [
-        f"output_dir={tmp / 'out'}", f"pretrain_dir={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
+        f"output_dir={tmp / 'out'}", f"pretrain_root={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
         f'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr={lr}","tracking.mode=disabled"]',
     ]
@@ -30,21 +30,21 @@ def test_reproduce_chain_and_rerun_reuses_outputs(tmp_path):
     glue = write_glue_dir(tmp_path / "glue", tasks=["rte", "stsb"])
     first = reproduce(tmp_path, glue)
     assert first.returncode == 0, first.stderr[-5000:]
-    out = tmp_path / "out" / "tiny-default"
+    out = tmp_path / "out" / "tiny-mixed-pydocs"
     for task in ("rte", "stsb"):
-        assert (out / "glue" / f"{task}-seed1" / "results.json").exists()
+        assert (out / "tiny-mixed-pydocs" / "glue" / f"{task}-seed1" / "results.json").exists()
     table = (out / "table" / "table.md").read_text()
     assert "RTE" in table.upper() and "STS" in table.upper()
-    assert (tmp_path / "pretrain" / "hf" / "model.safetensors").exists()
+    assert (tmp_path / "pretrain" / "tiny-mixed-pydocs" / "hf" / "model.safetensors").exists()
 
     second = reproduce(tmp_path, glue)
     assert second.returncode == 0, second.stderr[-5000:]
     log = second.stdout + second.stderr
-    assert "rte: all seeds done, reusing" in log and "stsb: all seeds done, reusing" in log
+    assert "tiny-mixed-pydocs rte: all seeds done, reusing" in log and "tiny-mixed-pydocs stsb: all seeds done, reusing" in log
     assert "pipelines.finetune" not in log
 
-    results = {t: (out / "glue" / f"{t}-seed1" / "results.json").read_bytes() for t in ("rte", "stsb")}
+    results = {t: (out / "tiny-mixed-pydocs" / "glue" / f"{t}-seed1" / "results.json").read_bytes() for t in ("rte", "stsb")}
     changed = reproduce(tmp_path, glue, lr="1e-4")  # other fine-tuning settings: not reused, not overwritten
     log = changed.stdout + changed.stderr
     assert changed.returncode != 0 and "other settings" in log and "lr=3e-4" in log and "lr=1e-4" in log
-    assert all((out / "glue" / f"{t}-seed1" / "results.json").read_bytes() == b for t, b in results.items())
+    assert all((out / "tiny-mixed-pydocs" / "glue" / f"{t}-seed1" / "results.json").read_bytes() == b for t, b in results.items())
