@@ -1,4 +1,5 @@
-"""`python -m pipelines.reproduce`: tokenize -> pretrain -> GLUE sweep -> table, and a rerun that reuses it all."""
+"""`python -m pipelines.reproduce`: tokenize -> pretrain -> GLUE sweep -> table for two experiments (ConvBERT and
+its ELECTRA baseline) in one table, and a rerun that reuses it all."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "+model.num_hidden_layers=2",
             "trainer.batch_size=8", "trainer.max_steps=3", "trainer.warmup_steps=1", "trainer.progress=false",
             "tracking=disabled"]
+RUNS = ("tiny-mixed-pydocs", "tiny-self-pydocs")  # the pretraining run names of experiments tiny, tiny-electra
 
 
 def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedProcess:
     args = [
+        "experiments=[tiny,tiny-electra]", "seeds=[1,2]", "smoke_scale.seeds=[1,2]",
         f"output_dir={tmp / 'out'}", f"pretrain_root={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
         f'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr={lr}","tracking.mode=disabled"]',
@@ -26,25 +29,30 @@ def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=600)
 
 
-def test_reproduce_chain_and_rerun_reuses_outputs(tmp_path):
+def test_reproduce_two_experiments_one_table_and_rerun_reuses_outputs(tmp_path):
     glue = write_glue_dir(tmp_path / "glue", tasks=["rte", "stsb"])
     first = reproduce(tmp_path, glue)
     assert first.returncode == 0, first.stderr[-5000:]
-    out = tmp_path / "out" / "tiny-mixed-pydocs"
-    for task in ("rte", "stsb"):
-        assert (out / "tiny-mixed-pydocs" / "glue" / f"{task}-seed1" / "results.json").exists()
+    out = tmp_path / "out" / "tiny+tiny-electra"
+    results = {}
+    for run in RUNS:
+        assert (tmp_path / "pretrain" / run / "hf" / "model.safetensors").exists()
+        for task in ("rte", "stsb"):
+            for seed in (1, 2):
+                path = out / run / "glue" / f"{task}-seed{seed}" / "results.json"
+                results[path] = path.read_bytes()
     table = (out / "table" / "table.md").read_text()
     assert "RTE" in table.upper() and "STS" in table.upper()
-    assert (tmp_path / "pretrain" / "tiny-mixed-pydocs" / "hf" / "model.safetensors").exists()
+    assert "## Comparison: tiny-mixed-pydocs vs tiny-self-pydocs" in table  # same seeds, one table
 
     second = reproduce(tmp_path, glue)
     assert second.returncode == 0, second.stderr[-5000:]
     log = second.stdout + second.stderr
-    assert "tiny-mixed-pydocs rte: all seeds done, reusing" in log and "tiny-mixed-pydocs stsb: all seeds done, reusing" in log
+    for run in RUNS:
+        assert f"{run} rte: all seeds done, reusing" in log and f"{run} stsb: all seeds done, reusing" in log
     assert "pipelines.finetune" not in log
 
-    results = {t: (out / "tiny-mixed-pydocs" / "glue" / f"{t}-seed1" / "results.json").read_bytes() for t in ("rte", "stsb")}
     changed = reproduce(tmp_path, glue, lr="1e-4")  # other fine-tuning settings: not reused, not overwritten
     log = changed.stdout + changed.stderr
     assert changed.returncode != 0 and "other settings" in log and "lr=3e-4" in log and "lr=1e-4" in log
-    assert all((out / "tiny-mixed-pydocs" / "glue" / f"{t}-seed1" / "results.json").read_bytes() == b for t, b in results.items())
+    assert all(path.read_bytes() == data for path, data in results.items())
