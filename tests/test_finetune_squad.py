@@ -109,7 +109,7 @@ def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
                       f"hydra.run.dir={run_dir}"])
     assert proc.returncode != 0
     failure = json.loads((run_dir / "failed.json").read_text())
-    assert "train-v1.1.json: malformed JSON at line 2" in failure["error"]
+    assert "train-v1.1.json: invalid JSON at line 2" in failure["error"]
     assert not (run_dir / "results.json").exists()
 
 
