@@ -1,4 +1,4 @@
-"""ELECTRA objective: masking statistics (SPEC §3), sampling, loss normalisation."""
+"""ELECTRA objective: masking statistics (docs/design.md §3), sampling, loss normalisation."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SQuAD 1.1 / 2.0 scoring, written from the official rules (SPEC §5).
+"""SQuAD 1.1 / 2.0 scoring, written from the official rules (docs/design.md §5).
 
 Both versions normalise answers the same way (lowercase, drop ASCII punctuation, drop the articles
 a/an/the, collapse whitespace) and take the max over the gold answers. They differ in edge cases:
