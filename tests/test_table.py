@@ -336,26 +336,22 @@ def test_pipeline_command(tmp_path):
 
 
 def test_pipeline_config_in_process(tmp_path):
-    from omegaconf import OmegaConf
+    from conftest import hydra_job
 
     from pipelines.table import run
 
-    cfg = OmegaConf.load(REPO / "conf" / "table.yaml")
-    for key in ("defaults", "hydra"):  # Hydra-only keys
-        cfg.pop(key)
-    cfg.tracking = OmegaConf.load(REPO / "conf" / "tracking" / "disabled.yaml")
     (tmp_path / "empty").mkdir()
-    cfg.runs_dir, cfg.output_dir = str(tmp_path / "empty"), str(tmp_path / "out")
-    with pytest.raises(ReportError, match="no results.json found under"):
+    dirs = [f"runs_dir={tmp_path / 'empty'}", f"output_dir={tmp_path / 'out'}"]
+    with hydra_job("table", dirs, run_dir=tmp_path) as cfg, pytest.raises(ReportError, match="no results.json found"):
         run(cfg)
     write_model(tmp_path / "empty", tasks=["rte"], seeds=(1, 2))
     write_model(tmp_path / "empty", tasks=["rte"], seeds=(1, 2), name="other", checkpoint="B")
-    cfg.compare, cfg.formats, cfg.bootstrap.samples = "auto", ["csv"], 500
-    files = run(cfg)
-    assert set(files) == {"table.csv", "scores.csv", "runs.csv", "comparison.csv"}
-    cfg.compare = ["convbert-small", "ELECTRA-small"]
-    with pytest.raises(ReportError, match="published row without per-seed scores"):
-        run(cfg)
+    with hydra_job("table", [*dirs, "compare=auto", "formats=[csv]", "bootstrap.samples=500"], tmp_path) as cfg:
+        files = run(cfg)
+        assert set(files) == {"table.csv", "scores.csv", "runs.csv", "comparison.csv"}
+        cfg.compare = ["convbert-small", "ELECTRA-small"]
+        with pytest.raises(ReportError, match="published row without per-seed scores"):
+            run(cfg)
 
 
 def test_same_name_ids_sharing_a_prefix_stay_distinct(tmp_path):
