@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from convbert.data import PretrainDataset, ResumableBatches, check_compatible, read_manifest
+
+pytestmark = pytest.mark.slow  # end to end through the entry point
 
 REPO = Path(__file__).resolve().parents[1]
 

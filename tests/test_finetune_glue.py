@@ -57,6 +57,7 @@ def read_tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
+@pytest.mark.slow
 def test_single_job_from_pretraining_run_dir(env, tmp_path):
     out = tmp_path / "run"
     p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
@@ -94,6 +95,7 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
 
 
+@pytest.mark.slow
 def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
     out = tmp_path / "capped"
     p = finetune("task=rte", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
@@ -104,6 +106,7 @@ def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(en
     assert res["submission_files"] == {} and not (out / "submission" / "RTE.tsv").exists()  # 5 of 6 test rows
 
 
+@pytest.mark.slow
 def test_multirun_two_jobs_hub_source(env, tmp_path):
     sweep = tmp_path / "sweep"
     p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"hub_path={env / 'hub'}",
@@ -125,6 +128,7 @@ def test_multirun_two_jobs_hub_source(env, tmp_path):
     assert {r["split"] for r in dev} == {"validation_matched", "validation_mismatched"}
 
 
+@pytest.mark.slow
 def test_failed_job_does_not_lose_the_others(env, tmp_path):
     glue = tmp_path / "glue"
     shutil.copytree(env / "glue", glue)
@@ -144,6 +148,7 @@ def test_failed_job_does_not_lose_the_others(env, tmp_path):
     assert res["model"]["preset"] == "tiny" and set(res["metrics"]) == {"accuracy"}
 
 
+@pytest.mark.slow
 def test_learns_the_fixture_task(tmp_path):
     """In-process run(): a tiny random backbone picks up the label cue word of the synthetic SST-2."""
     bench = make_benchmark(n_train=64, n_dev=32, n_test=4)

@@ -60,6 +60,7 @@ def _results(sweep: Path, task: str) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, version", [("squad1", "1.1"), ("squad2", "2.0")])
 def test_results_schema_and_files(sweep, init_dir, task, version):
     res = _results(sweep, task)
@@ -99,6 +100,7 @@ def test_results_schema_and_files(sweep, init_dir, task, version):
     assert again["f1"] == pytest.approx(res["metrics"]["f1"])
 
 
+@pytest.mark.slow
 def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
     data = tmp_path / "squad"
     data.mkdir()
@@ -123,6 +125,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_training_memorises_spans(one_thread):
     """The SQuAD loss, batching and post-processing fit together: a tiny model memorises 4 spans."""
     seed_everything(0)

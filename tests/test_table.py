@@ -309,6 +309,7 @@ def test_outputs_exist_and_parse(tmp_path):
     assert matplotlib.image.imread(files["chart.png"]).shape[0] > 100
 
 
+@pytest.mark.slow
 def test_wandb_offline_and_bad_mode(tmp_path):
     from convbert.report.tracking import log_to_wandb
 
@@ -322,6 +323,7 @@ def test_wandb_offline_and_bad_mode(tmp_path):
     assert Path(where).is_dir() and str(tmp_path) in where
 
 
+@pytest.mark.slow
 def test_pipeline_command(tmp_path):
     write_model(tmp_path / "runs", tasks=["sst2", "cola"], seeds=(1, 2))
     out = tmp_path / "out"
