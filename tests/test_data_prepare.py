@@ -309,7 +309,7 @@ def test_compatibility_checks(built: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="shard-00000.bin is missing"):
         check_compatible(broken, 1000)
     (broken / "manifest.json").write_text("{")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(DataError, match=r"manifest.json: invalid JSON at line 1"):
         read_manifest(broken)
     # an existing dir for this config that is damaged is reported, not silently rebuilt
     (built / "index.bin").rename(tmp_path / "index.bin")
