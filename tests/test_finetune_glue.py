@@ -8,15 +8,14 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_process
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
@@ -46,10 +45,7 @@ def env(tmp_path_factory):
 
 
 def finetune(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipelines.finetune", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_process(["-m", "pipelines.finetune", *args], cwd=cwd, timeout=300)
 
 
 def read_tsv(path: Path) -> list[dict]:

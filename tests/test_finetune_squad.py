@@ -2,15 +2,14 @@
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
@@ -41,9 +40,7 @@ def init_dir(tmp_path_factory) -> Path:
 
 
 def _finetune(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "pipelines.finetune", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_process(["-m", "pipelines.finetune", *args], timeout=300)
 
 
 @pytest.fixture(scope="module")

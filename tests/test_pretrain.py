@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_process, torchrun
 
 from convbert.data.config import from_mapping
 from convbert.model import ConvBertModel
@@ -31,11 +29,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def pretrain(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1, check: bool = True):
-    launcher = [sys.executable, "-m"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-    cmd = [*launcher, "pipelines.pretrain", *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    launcher = [] if nproc == 1 else torchrun(nproc)
+    cmd = [*launcher, "-m", "pipelines.pretrain", *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides]
+    proc = run_process(cmd, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"pretraining failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

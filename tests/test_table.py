@@ -7,11 +7,10 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_process
 
 from convbert.report import (
     ReportError,
@@ -327,10 +326,8 @@ def test_wandb_offline_and_bad_mode(tmp_path):
 def test_pipeline_command(tmp_path):
     write_model(tmp_path / "runs", tasks=["sst2", "cola"], seeds=(1, 2))
     out = tmp_path / "out"
-    env = os.environ | {"WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "pipelines.table", f"runs_dir={tmp_path / 'runs'}", f"output_dir={out}",
-           "formats=[md,csv]"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = run_process(["-m", "pipelines.table", f"runs_dir={tmp_path / 'runs'}", f"output_dir={out}",
+                        "formats=[md,csv]"], timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| convbert-small |" in done.stdout
     assert (out / "table.md").is_file() and (out / "table.csv").is_file() and not (out / "chart.png").exists()
