@@ -1,22 +1,27 @@
 # ConvBERT pipeline. `make help` lists the targets; every target sets up .venv on first use.
-PYTHON ?= python3
-TORCH ?= torch==2.13.0
+# Variables (override on the command line: make glue INIT=runs/pretrain/my-run SEEDS=1,2). `make help`
+# prints each one from its `##` note, with its current value.
+PYTHON ?= python3## interpreter that creates .venv
+TORCH ?= torch==2.13.0## torch requirement installed into .venv (e.g. a CUDA wheel index spec)
+ARGS ?=## extra Hydra overrides for the stage, e.g. ARGS='trainer.max_steps=1000'
+EXPERIMENT ?=## conf/experiment/<name> for pretrain and reproduce, e.g. convbert-small
+GLUE_DIR ?=## local GLUE directory (original layout); empty: the HF hub
+INIT ?= runs/pretrain/tiny-mixed-pydocs## checkpoint to fine-tune; default: what `make pretrain` writes
+SEEDS ?= 1,2,3## fine-tuning seeds (make glue)
+TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte## GLUE tasks (make glue)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-ARGS ?=
-EXPERIMENT ?=
-GLUE_DIR ?=
-INIT ?= runs/pretrain/tiny-mixed-pydocs# checkpoint to fine-tune: what `make pretrain` writes by default
-SEEDS ?= 1,2,3
-TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte
+HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
+.PHONY: help venv test test-fast lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
 
-help: ## list the targets
+help: ## list the targets and the variables
+	@echo "Targets:"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
-	@echo "  Pass Hydra overrides with ARGS='...', e.g. make pretrain ARGS='model=small trainer.max_steps=1000'"
+	@echo "Variables (make <target> NAME=value):"
+	@$(foreach v,$(HELP_VARS),printf "  %-16s %s\n  %-16s   default: %s\n" "$(v)" "$$(grep -E '^$(v) \?=' $(firstword $(MAKEFILE_LIST)) | sed 's/.*## //')" "" "$(if $(value $(v)),$(value $(v)),(empty))";)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +32,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install the project with its dev tools
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) ## run the whole test suite (what CI runs)
 	WANDB_MODE=disabled $(PY) -m pytest tests
+
+test-fast: $(STAMP) ## the tests not marked slow (no end-to-end runs), for the edit-test loop
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" tests
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

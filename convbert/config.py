@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Backbone sizes from the paper / official configs (SPEC §2). `tiny` is ours, for CPU runs and tests.
+# Backbone sizes from the paper / official configs (docs/design.md §2). `tiny` is ours, for CPU runs and tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=128, embedding_size=128, num_hidden_layers=4, num_attention_heads=4,
                  intermediate_size=512, num_groups=1),
@@ -106,7 +106,7 @@ class ConvBertConfig:
     def generator_config(self, size_ratio: float | None = None) -> ConvBertConfig:
         """ELECTRA generator: same depth and embeddings, width and heads scaled by size_ratio, FFN = 4x width.
 
-        Default ratio (SPEC §2): 1/3 for base-sized models (d >= 768), 1/4 otherwise. The generator keeps the
+        Default ratio (docs/design.md §2): 1/3 for base-sized models (d >= 768), 1/4 otherwise. The generator keeps the
         discriminator's attention kind (mixed for ConvBERT), kernel size, head ratio and FFN groups.
         """
         if size_ratio is None:

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from conftest import run_process
+
 from convbert.data import PretrainDataset, ResumableBatches, check_compatible, read_manifest
+
+pytestmark = pytest.mark.slow  # end to end through the entry point
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_prepare(*overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.prepare", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_process(["-m", "pipelines.prepare", *overrides], timeout=300)
 
 
 def test_hydra_entry_point_tiny_pydocs_run(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""ELECTRA objective: masking statistics (SPEC §3), sampling, loss normalisation."""
+"""ELECTRA objective: masking statistics (docs/design.md §3), sampling, loss normalisation."""
 
 import pytest
 import torch
@@ -140,6 +140,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_with_accumulation_gives_the_full_batch_gradients(tmp_path):
     import socket
 

@@ -8,15 +8,14 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_process
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
@@ -46,10 +45,7 @@ def env(tmp_path_factory):
 
 
 def finetune(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipelines.finetune", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_process(["-m", "pipelines.finetune", *args], cwd=cwd, timeout=300)
 
 
 def read_tsv(path: Path) -> list[dict]:
@@ -57,6 +53,7 @@ def read_tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
+@pytest.mark.slow
 def test_single_job_from_pretraining_run_dir(env, tmp_path):
     out = tmp_path / "run"
     p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
@@ -94,6 +91,7 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
 
 
+@pytest.mark.slow
 def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
     out = tmp_path / "capped"
     p = finetune("task=rte", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
@@ -104,6 +102,7 @@ def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(en
     assert res["submission_files"] == {} and not (out / "submission" / "RTE.tsv").exists()  # 5 of 6 test rows
 
 
+@pytest.mark.slow
 def test_multirun_two_jobs_hub_source(env, tmp_path):
     sweep = tmp_path / "sweep"
     p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"hub_path={env / 'hub'}",
@@ -125,6 +124,7 @@ def test_multirun_two_jobs_hub_source(env, tmp_path):
     assert {r["split"] for r in dev} == {"validation_matched", "validation_mismatched"}
 
 
+@pytest.mark.slow
 def test_failed_job_does_not_lose_the_others(env, tmp_path):
     glue = tmp_path / "glue"
     shutil.copytree(env / "glue", glue)
@@ -144,6 +144,7 @@ def test_failed_job_does_not_lose_the_others(env, tmp_path):
     assert res["model"]["preset"] == "tiny" and set(res["metrics"]) == {"accuracy"}
 
 
+@pytest.mark.slow
 def test_learns_the_fixture_task(tmp_path):
     """In-process run(): a tiny random backbone picks up the label cue word of the synthetic SST-2."""
     bench = make_benchmark(n_train=64, n_dev=32, n_test=4)

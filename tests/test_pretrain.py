@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_process, torchrun
 
 from convbert.data.config import from_mapping
 from convbert.model import ConvBertModel
@@ -31,11 +29,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def pretrain(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1, check: bool = True):
-    launcher = [sys.executable, "-m"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-    cmd = [*launcher, "pipelines.pretrain", *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    launcher = [] if nproc == 1 else torchrun(nproc)
+    cmd = [*launcher, "-m", "pipelines.pretrain", *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides]
+    proc = run_process(cmd, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"pretraining failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -51,6 +47,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(ckpts[-1])["model"]
 
 
+@pytest.mark.slow
 def test_run_writes_outputs_and_resume_is_exact(tmp_path, data_dir):
     full = tmp_path / "full"
     pretrain(full, data_dir, "trainer.max_steps=6", "trainer.ckpt_every=3")
@@ -74,6 +71,7 @@ def test_run_writes_outputs_and_resume_is_exact(tmp_path, data_dir):
     assert losses(split) == losses(full)
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_follows_a_longer_schedule(tmp_path, data_dir):
     run = tmp_path / "run"
     pretrain(run, data_dir, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.stop_after=2")
@@ -99,6 +97,7 @@ def test_resume_check_knows_settings_added_since_a_run_was_written(tmp_path):
         check_resume_config(saved, {"seed": 1, "trainer": {"lr": 1e-3, "adam_bias_correction": False}}, tmp_path)
 
 
+@pytest.mark.slow
 def test_ddp_and_accumulation_match_one_process(tmp_path, data_dir):
     steps = ["trainer.max_steps=3", *NO_DROPOUT]
     pretrain(tmp_path / "one", data_dir, *steps)
@@ -115,6 +114,7 @@ def test_ddp_and_accumulation_match_one_process(tmp_path, data_dir):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_dir):
     run_dir = tmp_path / "nan"
     proc = pretrain(run_dir, data_dir, "trainer.max_steps=6", "trainer.ckpt_every=1", "trainer.lr=1e30",
@@ -142,6 +142,7 @@ def test_batch_geometry_and_run_dir_errors(tmp_path):
         _check_writable(blocker / "run")
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_recorded(tmp_path, data_dir):
     run_dir = tmp_path / "tracked"
     pretrain(run_dir, data_dir, "trainer.max_steps=2", "tracking=wandb", "tracking.mode=offline")

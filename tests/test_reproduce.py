@@ -3,12 +3,14 @@ its ELECTRA baseline) in one table, and a rerun that reuses it all."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from conftest import run_process
 from glue_fixtures import write_glue_dir
+
+pytestmark = pytest.mark.slow  # end to end through the entry point
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "+model.num_hidden_layers=2",
@@ -24,9 +26,7 @@ def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedPr
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
         f'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr={lr}","tracking.mode=disabled"]',
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pipelines.reproduce", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_process(["-m", "pipelines.reproduce", *args], timeout=600)
 
 
 def test_reproduce_two_experiments_one_table_and_rerun_reuses_outputs(tmp_path):

@@ -44,7 +44,7 @@ def test_answer_start_mismatch_is_repaired_or_counted():
 def test_malformed_json_names_file_and_line(tmp_path):
     bad = tmp_path / "dev-v1.1.json"
     bad.write_text('{"version": "1.1",\n "data": [\n  {"title": "x",]\n}')
-    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: malformed JSON at line 3"):
+    with pytest.raises(ValueError, match=r"dev-v1\.1\.json: invalid JSON at line 3"):
         load_squad_json(bad)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_squad_json(tmp_path / "nope.json")

@@ -7,11 +7,10 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_process
 
 from convbert.report import (
     ReportError,
@@ -309,6 +308,7 @@ def test_outputs_exist_and_parse(tmp_path):
     assert matplotlib.image.imread(files["chart.png"]).shape[0] > 100
 
 
+@pytest.mark.slow
 def test_wandb_offline_and_bad_mode(tmp_path):
     from convbert.report.tracking import log_to_wandb
 
@@ -322,13 +322,12 @@ def test_wandb_offline_and_bad_mode(tmp_path):
     assert Path(where).is_dir() and str(tmp_path) in where
 
 
+@pytest.mark.slow
 def test_pipeline_command(tmp_path):
     write_model(tmp_path / "runs", tasks=["sst2", "cola"], seeds=(1, 2))
     out = tmp_path / "out"
-    env = os.environ | {"WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "pipelines.table", f"runs_dir={tmp_path / 'runs'}", f"output_dir={out}",
-           "formats=[md,csv]"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = run_process(["-m", "pipelines.table", f"runs_dir={tmp_path / 'runs'}", f"output_dir={out}",
+                        "formats=[md,csv]"], timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| convbert-small |" in done.stdout
     assert (out / "table.md").is_file() and (out / "table.csv").is_file() and not (out / "chart.png").exists()
@@ -336,26 +335,22 @@ def test_pipeline_command(tmp_path):
 
 
 def test_pipeline_config_in_process(tmp_path):
-    from omegaconf import OmegaConf
+    from conftest import hydra_job
 
     from pipelines.table import run
 
-    cfg = OmegaConf.load(REPO / "conf" / "table.yaml")
-    for key in ("defaults", "hydra"):  # Hydra-only keys
-        cfg.pop(key)
-    cfg.tracking = OmegaConf.load(REPO / "conf" / "tracking" / "disabled.yaml")
     (tmp_path / "empty").mkdir()
-    cfg.runs_dir, cfg.output_dir = str(tmp_path / "empty"), str(tmp_path / "out")
-    with pytest.raises(ReportError, match="no results.json found under"):
+    dirs = [f"runs_dir={tmp_path / 'empty'}", f"output_dir={tmp_path / 'out'}"]
+    with hydra_job("table", dirs, run_dir=tmp_path) as cfg, pytest.raises(ReportError, match="no results.json found"):
         run(cfg)
     write_model(tmp_path / "empty", tasks=["rte"], seeds=(1, 2))
     write_model(tmp_path / "empty", tasks=["rte"], seeds=(1, 2), name="other", checkpoint="B")
-    cfg.compare, cfg.formats, cfg.bootstrap.samples = "auto", ["csv"], 500
-    files = run(cfg)
-    assert set(files) == {"table.csv", "scores.csv", "runs.csv", "comparison.csv"}
-    cfg.compare = ["convbert-small", "ELECTRA-small"]
-    with pytest.raises(ReportError, match="published row without per-seed scores"):
-        run(cfg)
+    with hydra_job("table", [*dirs, "compare=auto", "formats=[csv]", "bootstrap.samples=500"], tmp_path) as cfg:
+        files = run(cfg)
+        assert set(files) == {"table.csv", "scores.csv", "runs.csv", "comparison.csv"}
+        cfg.compare = ["convbert-small", "ELECTRA-small"]
+        with pytest.raises(ReportError, match="published row without per-seed scores"):
+            run(cfg)
 
 
 def test_same_name_ids_sharing_a_prefix_stay_distinct(tmp_path):

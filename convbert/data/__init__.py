@@ -6,7 +6,7 @@ The torch-facing classes load lazily so that tokenizing workers stay light.
 from typing import Any
 
 from .config import CorpusConfig, DataError, TokenizerConfig
-from .shards import check_compatible, check_files, load_tokenizer, prepare, read_manifest
+from .shards import check_compatible, check_files, load_shards_tokenizer, load_tokenizer, prepare, read_manifest
 
 __all__ = [
     "CorpusConfig",
@@ -16,6 +16,7 @@ __all__ = [
     "TokenizerConfig",
     "check_compatible",
     "check_files",
+    "load_shards_tokenizer",
     "load_tokenizer",
     "prepare",
     "read_manifest",

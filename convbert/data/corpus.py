@@ -10,7 +10,6 @@ import ast
 import functools
 import glob
 import gzip
-import hashlib
 import inspect
 import io
 import os
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..io import sha256_file
 from .config import CorpusConfig, DataError
 
 Document = list[str]
@@ -291,9 +291,4 @@ def _hub_documents(cfg: CorpusConfig) -> Iterator[Document]:
         yield from _lines_to_documents((" ".join(text.split("\n")).strip() for text in texts), blank_line_ends=True)
 
 
-def digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+digest_file = sha256_file  # old name; convbert.io.sha256_file is the one implementation

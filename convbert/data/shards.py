@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import read_json, sha256_file
 from . import corpus as corpus_mod
 from . import tokenizer as tok_mod
 from .builder import build_chunk, init_worker
@@ -309,10 +310,7 @@ def read_manifest(directory: str | Path) -> dict:
         raise DataError(f"data dir {directory} does not exist (run `make data` / pipelines.prepare first)")
     if not path.is_file():
         raise DataError(f"{directory} has no manifest.json: it is not a finished data dir (an interrupted build?)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from e
+    manifest = read_json(path, DataError)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{path}: format_version {manifest.get('format_version')!r}, this code reads {FORMAT_VERSION}; rebuild it"
@@ -330,7 +328,7 @@ def check_files(directory: str | Path, checksums: bool = False) -> dict:
             raise DataError(f"{directory}: {name} is missing (listed in manifest.json); delete the dir to rebuild")
         if path.stat().st_size != entry["bytes"]:
             raise DataError(f"{directory}: {name} has {path.stat().st_size} bytes, manifest.json says {entry['bytes']}")
-        if checksums and corpus_mod.digest_file(path) != entry["sha256"]:
+        if checksums and sha256_file(path) != entry["sha256"]:
             raise DataError(f"{directory}: {name} does not match its sha256 in manifest.json")
     return manifest
 
@@ -338,7 +336,7 @@ def check_files(directory: str | Path, checksums: bool = False) -> dict:
 def check_compatible(directory: str | Path, vocab_size: int, max_seq_length: int | None = None) -> dict:
     """Raise DataError unless the data dir is finished and was built for this vocab (and length)."""
     manifest = check_files(directory)
-    tok = load_tokenizer(directory)
+    tok = load_shards_tokenizer(directory)
     if tok.get_vocab_size() != manifest["vocab_size"]:
         raise DataError(
             f"{directory}: tokenizer.json has {tok.get_vocab_size()} tokens, manifest.json says "
@@ -357,8 +355,10 @@ def check_compatible(directory: str | Path, vocab_size: int, max_seq_length: int
     return manifest
 
 
-def load_tokenizer(directory: str | Path) -> Any:
-    """tokenizers.Tokenizer from tokenizer.json in a data dir or a run dir."""
+def load_shards_tokenizer(directory: str | Path) -> Any:
+    """The tokenizers.Tokenizer the shards' ids refer to: tokenizer.json in a data dir, or the copy a
+    pretraining run dir keeps. (A pretrained model's vocabulary, tokenizer.json or vocab.txt, is loaded by
+    convbert.finetune instead.)"""
     from tokenizers import Tokenizer
 
     path = Path(directory) / "tokenizer.json"
@@ -376,7 +376,7 @@ def _tokenizer_fingerprint(cfg: TokenizerConfig) -> Any:
         return None
     path = Path(str(cfg.path)).expanduser()
     files = [path] if path.is_file() else [p for p in (path / "tokenizer.json", path / "vocab.txt") if p.is_file()]
-    return [corpus_mod.digest_file(p) for p in files] or str(cfg.path)
+    return [sha256_file(p) for p in files] or str(cfg.path)
 
 
 def _describe(cfg: CorpusConfig) -> str:
@@ -388,7 +388,7 @@ def _describe(cfg: CorpusConfig) -> str:
 
 
 def _file_entry(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": corpus_mod.digest_file(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _remove_stale_tmp(data_dir: Path) -> None:
@@ -417,3 +417,6 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+load_tokenizer = load_shards_tokenizer  # old name, kept for existing callers

@@ -9,10 +9,10 @@ from convbert.glue.data import (
     load_split,
 )
 from convbert.glue.metrics import accuracy, f1, matthews_corrcoef, pearson, spearman, task_metrics
-from convbert.glue.tasks import GLUE_TASKS, TASKS, GlueTask, get_task
+from convbert.glue.tasks import ELECTRA_TASKS, GLUE_TASKS, TASKS, GlueTask, get_task
 
 __all__ = [
-    "GLUE_TASKS", "TASKS", "GlueDataError", "GlueExample", "GlueSplit", "GlueTask", "accuracy", "f1",
+    "ELECTRA_TASKS", "GLUE_TASKS", "TASKS", "GlueDataError", "GlueExample", "GlueSplit", "GlueTask", "accuracy", "f1",
     "get_task", "load_dir_split", "load_hub_split", "load_split", "matthews_corrcoef", "pearson",
     "spearman", "task_metrics",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convbert.glue.tasks import GlueTask, get_task
-from convbert.train.files import write_text_atomic
+from convbert.io import write_text_atomic
 
 
 def prediction_strings(task: GlueTask, preds) -> list[str]:

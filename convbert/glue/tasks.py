@@ -1,9 +1,13 @@
-"""GLUE task registry: where each task's data lives (HF hub and original GLUE directory), its labels,
-metrics and leaderboard files. Facts from SPEC §5."""
+"""Where each GLUE task's data lives (HF hub and original GLUE directory), its labels and leaderboard files
+(docs/design.md §5). Metrics, epochs and pair swapping come from the task registry, convbert/tasks.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from convbert.tasks import ELECTRA_TASKS, GLUE_TASKS, task_info
+
+__all__ = ["DIR_FILES", "ELECTRA_TASKS", "GLUE_TASKS", "HUB_DATASET", "TASKS", "GlueTask", "SplitSource", "get_task"]
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -38,7 +42,6 @@ class GlueTask:
     dir_label: str  # label column name in train/dev TSVs
     label_names: tuple[str, ...] | None  # hub class names by index; None = regression (STS-B)
     file_labels: tuple[str, ...] | None  # label strings in the TSVs == leaderboard strings, by index
-    metrics: tuple[str, ...]  # reported metric names (results.json keys, MNLI adds _m/_mm)
     dev_splits: tuple[str, ...] = ("validation",)
     test_splits: tuple[str, ...] = ("test",)
     submission_files: dict[str, str] = field(default_factory=dict)  # test split -> leaderboard file
@@ -46,8 +49,20 @@ class GlueTask:
     headerless: tuple[str, ...] | None = None  # column names of header-less train/dev files (CoLA)
     skip_malformed: bool = False  # QQP: known bad lines are skipped and counted, not fatal
     extra_splits: dict[str, SplitSource] = field(default_factory=dict)
-    epochs: int = 3  # SPEC §4
-    double_unordered: bool = False  # SPEC §4: also train on (b, a) pairs
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Reported metric names (results.json keys; MNLI's carry _m/_mm)."""
+        return task_info(self.name).metrics
+
+    @property
+    def epochs(self) -> int:
+        return task_info(self.name).epochs
+
+    @property
+    def double_unordered(self) -> bool:
+        """Also train on the swapped pair (b, a)."""
+        return task_info(self.name).double_unordered
 
     @property
     def is_regression(self) -> bool:
@@ -64,7 +79,7 @@ class GlueTask:
     @property
     def primary_metric(self) -> str:
         """The one number per task in ELECTRA's GLUE average (CoLA MCC, STS-B Spearman, else accuracy)."""
-        return {"cola": "mcc", "stsb": "spearman", "mnli": "accuracy_m"}.get(self.name, "accuracy")
+        return task_info(self.name).main_metric
 
     def metric_suffix(self, split: str) -> str:
         return {"validation_matched": "_m", "validation_mismatched": "_mm"}.get(split, "")
@@ -86,33 +101,30 @@ TASKS: dict[str, GlueTask] = {
     for t in [
         GlueTask(
             "cola", "CoLA", ("sentence", None), ("sentence", None), "label",
-            ("unacceptable", "acceptable"), _BIN, ("mcc",),
+            ("unacceptable", "acceptable"), _BIN,
             submission_files={"test": "CoLA.tsv"},
             headerless=("source", "label", "original_label", "sentence"),
         ),
         GlueTask(
             "sst2", "SST-2", ("sentence", None), ("sentence", None), "label",
-            ("negative", "positive"), _BIN, ("accuracy",), submission_files={"test": "SST-2.tsv"},
+            ("negative", "positive"), _BIN, submission_files={"test": "SST-2.tsv"},
         ),
         GlueTask(
             "mrpc", "MRPC", ("sentence1", "sentence2"), ("#1 String", "#2 String"), "Quality",
-            ("not_equivalent", "equivalent"), _BIN, ("f1", "accuracy"),
-            submission_files={"test": "MRPC.tsv"}, double_unordered=True,
+            ("not_equivalent", "equivalent"), _BIN, submission_files={"test": "MRPC.tsv"},
         ),
         GlueTask(
             "stsb", "STS-B", ("sentence1", "sentence2"), ("sentence1", "sentence2"), "score",
-            None, None, ("pearson", "spearman"), submission_files={"test": "STS-B.tsv"},
-            epochs=10, double_unordered=True,
+            None, None, submission_files={"test": "STS-B.tsv"},
         ),
         GlueTask(
             "qqp", "QQP", ("question1", "question2"), ("question1", "question2"), "is_duplicate",
-            ("not_duplicate", "duplicate"), _BIN, ("f1", "accuracy"),
-            submission_files={"test": "QQP.tsv"}, dir_id="id", skip_malformed=True,
+            ("not_duplicate", "duplicate"), _BIN, submission_files={"test": "QQP.tsv"},
+            dir_id="id", skip_malformed=True,
         ),
         GlueTask(
             "mnli", "MNLI", ("premise", "hypothesis"), ("sentence1", "sentence2"), "gold_label",
             ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"),
-            ("accuracy_m", "accuracy_mm"),
             dev_splits=("validation_matched", "validation_mismatched"),
             test_splits=("test_matched", "test_mismatched", "ax"),
             submission_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv", "ax": "AX.tsv"},
@@ -121,22 +133,19 @@ TASKS: dict[str, GlueTask] = {
         ),
         GlueTask(
             "qnli", "QNLI", ("question", "sentence"), ("question", "sentence"), "label",
-            _NLI2, _NLI2, ("accuracy",), submission_files={"test": "QNLI.tsv"},
+            _NLI2, _NLI2, submission_files={"test": "QNLI.tsv"},
         ),
         GlueTask(
             "rte", "RTE", ("sentence1", "sentence2"), ("sentence1", "sentence2"), "label",
-            _NLI2, _NLI2, ("accuracy",), submission_files={"test": "RTE.tsv"}, epochs=10,
+            _NLI2, _NLI2, submission_files={"test": "RTE.tsv"},
         ),
         # WNLI's label order is the reverse of RTE's: 1 means entailment (hub and files agree).
         GlueTask(
             "wnli", "WNLI", ("sentence1", "sentence2"), ("sentence1", "sentence2"), "label",
-            ("not_entailment", "entailment"), _BIN, ("accuracy",), submission_files={"test": "WNLI.tsv"},
+            ("not_entailment", "entailment"), _BIN, submission_files={"test": "WNLI.tsv"},
         ),
     ]
 }
-
-# ELECTRA's GLUE average: 8 tasks, no WNLI.
-GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 
 def get_task(name: str) -> GlueTask:

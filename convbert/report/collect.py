@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from convbert.io import read_json
 from convbert.report.schema import ReportError, Result, parse_result
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,7 @@ def _error_of(failed: Path) -> str:
 def load_result(path: str | Path) -> Result:
     """Read and validate one results.json; ReportError names the file and the problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"{path}: cannot read: {e}") from e
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    obj = read_json(path, ReportError)
     return parse_result(obj, source=str(path), mtime=path.stat().st_mtime)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from convbert.io import write_bytes_atomic, write_text_atomic
 from convbert.report.aggregate import AVERAGE_SHORT, AVERAGES, REPORTED, Average, Table
 from convbert.report.compare import Comparison
 from convbert.report.format import (
@@ -212,15 +212,11 @@ def to_latex(table: Table) -> str:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write to a temp file in the same dir, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write text or bytes atomically (see convbert.io): a reader never sees half a file."""
+    if isinstance(data, str):
+        write_text_atomic(path, data)
+    else:
+        write_bytes_atomic(path, data)
 
 
 def write_outputs(table: Table, out_dir: str | Path, comparison: Comparison | None = None,

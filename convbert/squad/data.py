@@ -1,4 +1,4 @@
-"""Load SQuAD 1.1 / 2.0 examples from the official JSON files or the HF hub (SPEC §5).
+"""Load SQuAD 1.1 / 2.0 examples from the official JSON files or the HF hub (docs/design.md §5).
 
 Sources:
 - official JSON: a file (`dev-v1.1.json`, ...) or a directory holding the official file names;
@@ -13,11 +13,12 @@ context (the occurrence nearest to the given start) and otherwise kept for scori
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from convbert.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,9 @@ def parse_squad_json(data: Mapping, path: Path | str = "<json>") -> tuple[list[S
 def load_squad_json(path: str | Path) -> tuple[list[SquadExample], LoadReport]:
     """Examples from an official SQuAD JSON file. Malformed files raise ValueError naming file and spot."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"SQuAD file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_squad_json(data, path)
+    if not path.exists():
+        raise FileNotFoundError(f"SQuAD file not found: {path}")
+    return parse_squad_json(read_json(path, ValueError), path)
 
 
 def examples_from_records(records: Iterable[Mapping], source: str) -> tuple[list[SquadExample], LoadReport]:

@@ -1,4 +1,4 @@
-"""SQuAD 1.1 / 2.0 scoring, written from the official rules (SPEC §5).
+"""SQuAD 1.1 / 2.0 scoring, written from the official rules (docs/design.md §5).
 
 Both versions normalise answers the same way (lowercase, drop ASCII punctuation, drop the articles
 a/an/the, collapse whitespace) and take the max over the gold answers. They differ in edge cases:
@@ -24,6 +24,8 @@ import string
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
+
+from convbert.io import read_json
 
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -168,14 +170,6 @@ def gold_from_squad_json(data: Mapping) -> tuple[dict[str, list[str]], str]:
     return gold, version
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description="Score SQuAD predictions (official rules).")
     p.add_argument("data_file")
@@ -183,12 +177,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     p.add_argument("--null-odds", help="qid -> no-answer odds (v2.0)")
     p.add_argument("--threshold", type=float, default=None, help="predict '' where odds > threshold")
     args = p.parse_args(argv)
-    gold, version = gold_from_squad_json(_read_json(args.data_file))
-    preds = _read_json(args.pred_file)
+    gold, version = gold_from_squad_json(read_json(args.data_file))
+    preds = read_json(args.pred_file)
     if version == "1.1":
         out = score_squad_v1(gold, preds)
     else:
-        odds = _read_json(args.null_odds) if args.null_odds else None
+        odds = read_json(args.null_odds) if args.null_odds else None
         out = score_squad_v2(gold, preds, odds, args.threshold)
     json.dump({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in out.items()},
               sys.stdout, indent=2)

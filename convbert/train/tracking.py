@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from convbert.train.files import write_text_atomic
+from convbert.io import write_text_atomic
 
 WANDB_MODES = ("online", "offline", "disabled")
 
