@@ -32,8 +32,8 @@ def test_experiment_composes_with_pretraining(name, tmp_path):
     assert cfg["model"]["preset"] in PRESETS
     model_config(cfg["model"], vocab_size=30522)  # every model knob is a valid ConvBertConfig field/value
     assert isinstance(cfg["name"], str) and cfg["name"]
-    reproduce = compose_resolved("reproduce", [f"pretrain_experiment={name}"], run_dir=tmp_path)
-    assert reproduce["pretrain_experiment"] == name
+    reproduce = compose_resolved("reproduce", [f"experiments=[{name}]"], run_dir=tmp_path)
+    assert reproduce["experiments"] == [name]
 
 
 @pytest.mark.parametrize("name", TASK_FILES)
