@@ -134,8 +134,9 @@ def test_failed_job_does_not_lose_the_others(env, tmp_path):
     (glue / "CoLA" / "train.tsv").write_text("\n".join(lines))
     sweep = tmp_path / "sweep"
     # random init: the no-pretraining baseline (preset + tokenizer)
-    p = finetune("-m", "task=cola,sst2", "init=null", "model.preset=tiny", f"model.vocab={env / 'pretrain' / 'vocab.txt'}",
-                 f"data.dir={glue}", *QUICK, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    p = finetune("-m", "task=cola,sst2", "init=null", "model.preset=tiny",
+                 f"model.vocab={env / 'pretrain' / 'vocab.txt'}", f"data.dir={glue}", *QUICK, "trainer.epochs=1",
+                 f"hydra.sweep.dir={sweep}")
     assert p.returncode != 0
     assert "CoLA/train.tsv:5: malformed row" in p.stderr
     failed = json.loads((sweep / "cola-seed1-0" / "failed.json").read_text())
