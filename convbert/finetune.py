@@ -513,8 +513,9 @@ def fit(
     scheduler = optim.schedule(optimizer, total)
     precision = Precision(resolve_precision(trainer.precision, device), device)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "precision": precision}
-    resumed = _resume(ckpt_dir, parts, tracker)
-    s = resumed or FitState()
+    s = _resume(ckpt_dir, parts, tracker)
+    resumed_from = None if s is None else s.step
+    s = s or FitState()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     n_flop_params, config = count_flop_params(model), getattr(model, "config", None)
     zero = torch.zeros((), device=device)
@@ -574,8 +575,7 @@ def fit(
             raise Preempted(f"stopped by {stop.signal_name} after epoch {epoch + 1} (checkpointed); rerun the same "
                             f"command to continue")
     model.eval()
-    return FitResult(s.step, s.examples, s.train_flops, s.eval_flops, s.train_time_s, s.history,
-                     resumed.step if resumed else None)
+    return FitResult(s.step, s.examples, s.train_flops, s.eval_flops, s.train_time_s, s.history, resumed_from)
 
 
 # -------------------------------------------------------------------------------------------- engine
