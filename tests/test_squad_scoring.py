@@ -147,9 +147,12 @@ def test_cli_counts_and_names_foreign_and_missing_ids(tmp_path, capsys):
     assert "1 id(s) not questions of" in err and "'stray-id'" in err
     assert f"{len(rest)} id(s) missing (scored 0)" in err
     assert out["foreign"] == 1 and out["missing"] == len(rest) and out["exact"] == pytest.approx(100 / len(gold))
-    (tmp_path / "o.json").write_text(json.dumps({first: "high"}))
+    v2 = FIXTURES / "dev-v2.0.json"
+    q2 = next(iter(gold_answers(load_squad_json(v2)[0])))
+    (tmp_path / "p2.json").write_text(json.dumps({q2: ""}))
+    (tmp_path / "o.json").write_text(json.dumps({q2: "high"}))
     with pytest.raises(ValueError, match=r"o\.json: 1 value\(s\) are not numbers"):
-        main([str(FIXTURES / "dev-v2.0.json"), str(tmp_path / "p.json"), "--null-odds", str(tmp_path / "o.json")])
+        main([str(v2), str(tmp_path / "p2.json"), "--null-odds", str(tmp_path / "o.json")])
 
 
 @pytest.mark.skipif(not REAL_DEV.exists(), reason="real SQuAD dev-v1.1.json not available")
