@@ -12,6 +12,7 @@ objective a search optimises.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
@@ -23,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.finetune import FinetuneConfig, JobDone, init_name, run_job
+from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job
 from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLockedError
@@ -31,6 +32,16 @@ from convbert.train.signals import Preempted
 
 log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
+
+
+def reuse_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
+    """A seed of a multi-seed job that finished before (a search continued after an interruption): its value,
+    provided it ran with these settings."""
+    record_job(run_dir, cfg)  # raises naming the differences
+    result = json.loads((run_dir / "results.json").read_text())
+    value = (result.get("metrics") or {}).get(MAIN_METRIC.get(result.get("task"), ""))
+    log.info("%s seed %s: reusing %s (%s)", result.get("task"), cfg.seed, run_dir, value)
+    return value
 
 
 def run_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
@@ -69,8 +80,11 @@ def main(cfg: DictConfig) -> float | None:
         job.tracking["group"] = Path(hc.sweep.dir).name if multirun else f"finetune-{job.task['name']}"
     if not job.seeds:
         return run_seed(job, run_dir)
-    values = [run_seed(FinetuneConfig(**{**vars(job), "seed": int(s), "seeds": None}), run_dir / f"seed{s}")
-              for s in job.seeds]
+    values = []
+    for s in job.seeds:
+        seed_job, seed_dir = FinetuneConfig(**{**vars(job), "seed": int(s), "seeds": None}), run_dir / f"seed{s}"
+        done = (seed_dir / "results.json").exists()
+        values.append(reuse_seed(seed_job, seed_dir) if done else run_seed(seed_job, seed_dir))
     finite = [v for v in values if v is not None]
     objective = statistics.median(finite) if len(finite) == len(values) else float("nan")
     log.info("%s seeds %s: main metric %s, median %s", job.task["name"], job.seeds, values, objective)
