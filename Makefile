@@ -10,9 +10,10 @@ GLUE_DIR ?=
 INIT ?= runs/pretrain/tiny-mixed-pydocs# checkpoint to fine-tune: what `make pretrain` writes by default
 SEEDS ?= 1,2,3
 TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte
+TASK ?= rte# the task `make search` tunes
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
+.PHONY: help venv test lint data pretrain glue search squad table reproduce bench bench-model bench-data bench-finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +42,9 @@ pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydoc
 
 glue: $(STAMP) ## fine-tune INIT=<checkpoint> on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... local copy)
 	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) init=$(INIT) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+
+search: $(STAMP) ## Optuna lr/epochs/layer-decay search for TASK=<task> on INIT (conf/hparams_search/glue_lr; dev-selected)
+	$(PY) -m pipelines.finetune -m hparams_search=glue_lr task=$(TASK) init=$(INIT) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
 	$(PY) -m pipelines.finetune -m task=squad1,squad2 init=$(INIT) $(ARGS)

@@ -325,9 +325,8 @@ def _apply_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
         value = holder.pop(key)
         if value is None or value == {}:  # the placeholder conf/finetune.yaml keeps for the old spelling
             continue
-        warnings.warn(f"'{old}' is deprecated and will be removed: use '{new}' "
-                      f"{'(model.<ConvBertConfig field>=...)' if new == 'model' else ''}", FutureWarning,
-                      stacklevel=3)
+        use = "model.<ConvBertConfig field>" if new == "model" else new
+        warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=3)
         group, _, name = new.partition(".")
         target = cfg.setdefault(group, {})
         if name:

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job
+from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job, task_adapter
 from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLockedError
@@ -70,6 +70,7 @@ def main(cfg: DictConfig) -> float | None:
         config["search"] = {**config["search"], "dir": str(Path(hc.sweep.dir).resolve()), "trial": hc.job.num,
                             "overrides": list(hc.overrides.task)}
     job = FinetuneConfig.from_dict(config)
+    task_adapter(job)  # the task group's keys are checked before any job dir is touched
     launcher = hc.launcher.get("_target_", "")
     if job.trainer.threads is None and launcher.endswith("JoblibLauncher"):
         # parallel jobs on one machine: split the cores instead of every job grabbing all of them

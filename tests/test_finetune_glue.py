@@ -248,3 +248,22 @@ def test_released_checkpoints_see_the_padding_they_were_fine_tuned_with(env):
     assert multiple == 32 and batch_multiple(ConvBertConfig.from_preset("tiny"), 32, cpu) == 1
     assert np.abs(logits(1, 1) - logits(12, 1)).max() > 1e-5  # padded to the batch's longest: batching shows
     np.testing.assert_allclose(logits(1, multiple), logits(12, multiple), rtol=0, atol=1e-6)
+
+
+def test_bad_settings_fail_before_training(env, tmp_path):
+    """max_length beyond the model's positions, and a diverged STS-B regressor: clear errors, no leaderboard file."""
+    from convbert.config import ConfigError
+
+    base = dict(init=str(env / "pretrain"), data=dict(dir=str(env / "glue")), tracking=dict(mode="disabled"),
+                trainer=dict(batch_size=8, epochs=1, threads=1))
+    with pytest.raises(ConfigError, match="task.max_length=1024 exceeds the model's max_position_embeddings=512"):
+        run({**base, "task": dict(kind="glue", name="rte", max_length=1024)}, tmp_path / "long")
+    assert not (tmp_path / "long" / "metrics.jsonl").exists()  # nothing was trained
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match=r"stsb/test: 6 of 6 predictions are not finite"):
+            run({**base, "task": dict(kind="glue", name="stsb", max_length=32), "optim": dict(lr=1e30)},
+                tmp_path / "nan")
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "nan" / "submission").exists() and not (tmp_path / "nan" / "results.json").exists()
