@@ -34,9 +34,9 @@ log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
 
 
-def reuse_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
-    """A seed of a multi-seed job that finished before (a search continued after an interruption): its value,
-    provided it ran with these settings."""
+def reuse_finished(cfg: FinetuneConfig, run_dir: Path) -> float | None:
+    """A job of a sweep (or a seed of a multi-seed job) that finished before the sweep was interrupted: its
+    value, provided it ran with these settings."""
     record_job(run_dir, cfg)  # raises naming the differences
     result = json.loads((run_dir / "results.json").read_text())
     value = (result.get("metrics") or {}).get(MAIN_METRIC.get(result.get("task"), ""))
@@ -79,13 +79,14 @@ def main(cfg: DictConfig) -> float | None:
         job.trainer.threads = max(1, cores // (cores if n_jobs is None or n_jobs < 1 else n_jobs))
     if job.tracking.get("group") is None:  # one wandb group per sweep; single runs group by task
         job.tracking["group"] = Path(hc.sweep.dir).name if multirun else f"finetune-{job.task['name']}"
-    if not job.seeds:
-        return run_seed(job, run_dir)
+    if not job.seeds:  # a rerun sweep reuses its finished jobs; a single run refuses a finished dir
+        done = multirun and (run_dir / "results.json").exists()
+        return reuse_finished(job, run_dir) if done else run_seed(job, run_dir)
     values = []
     for s in job.seeds:
         seed_job, seed_dir = FinetuneConfig(**{**vars(job), "seed": int(s), "seeds": None}), run_dir / f"seed{s}"
         done = (seed_dir / "results.json").exists()
-        values.append(reuse_seed(seed_job, seed_dir) if done else run_seed(seed_job, seed_dir))
+        values.append(reuse_finished(seed_job, seed_dir) if done else run_seed(seed_job, seed_dir))
     finite = [v for v in values if v is not None]
     objective = statistics.median(finite) if len(finite) == len(values) else float("nan")
     log.info("%s seeds %s: main metric %s, median %s", job.task["name"], job.seeds, values, objective)

@@ -124,6 +124,13 @@ def test_multirun_two_jobs_hub_source(env, tmp_path):
     assert len(scores) == 6 and all(0.0 <= s <= 5.0 for s in scores)
     dev = read_tsv(Path(mnli["predictions_file"]))
     assert {r["split"] for r in dev} == {"validation_matched", "validation_mismatched"}
+    # the same sweep again (e.g. after an interruption): finished jobs are reused, not redone or overwritten
+    before = {d: (sweep / d / "results.json").read_bytes() for d in ("stsb-seed1-0", "mnli-seed1-1")}
+    p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"data.hub_path={env / 'hub'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (p.stdout + p.stderr).count("reusing") == 2
+    assert all((sweep / d / "results.json").read_bytes() == b for d, b in before.items())
 
 
 def test_failed_job_does_not_lose_the_others(env, tmp_path):
