@@ -362,6 +362,10 @@ class FinetuneConfig:
             raise ConfigError(f"unknown fine-tuning config key(s) {unknown}; valid keys: {sorted(valid | {'paths'})}")
         if not isinstance(cfg.get("task"), dict) or "kind" not in cfg["task"] or "name" not in cfg["task"]:
             raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
+        seeds = cfg.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not seeds or
+                                  not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+            raise ConfigError(f"seeds={seeds!r}: must be null or a non-empty list of integers, e.g. seeds=[1,2,3]")
         optim = {"lr": None, "warmup_fraction": 0.1, "layer_decay": 0.8, **(cfg.get("optim") or {})}
         return cls(task=cfg["task"], seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
