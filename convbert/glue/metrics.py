@@ -14,10 +14,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
 
 from convbert.glue.tasks import GlueTask
+
+# scikit-learn and scipy are imported where used: importing convbert.glue (the trainer, the benchmarks) should
+# not pay their start-up time and memory.
 
 
 def _check(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -30,23 +31,29 @@ def _check(a, b) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(preds, labels) -> float:
+    from sklearn.metrics import accuracy_score
+
     preds, labels = _check(preds, labels)
-    return float(skm.accuracy_score(labels, preds))
+    return float(accuracy_score(labels, preds))
 
 
 def f1(preds, labels, positive: int = 1) -> float:
     """Binary F1 of the positive class; 0 when there are no true positives."""
+    from sklearn.metrics import f1_score
+
     preds, labels = _check(preds, labels)
-    return float(skm.f1_score(labels, preds, labels=[positive], pos_label=positive, average="micro",
+    return float(f1_score(labels, preds, labels=[positive], pos_label=positive, average="micro",
                               zero_division=0))
 
 
 def matthews_corrcoef(preds, labels) -> float:
     """Multiclass MCC (Gorodkin's R_K); 0 when undefined (constant predictions or labels)."""
+    from sklearn.metrics import matthews_corrcoef as mcc
+
     preds, labels = _check(preds, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(skm.matthews_corrcoef(labels, preds))
+        return float(mcc(labels, preds))
 
 
 def _correlation(fn, x, y) -> float:
@@ -60,12 +67,16 @@ def _correlation(fn, x, y) -> float:
 
 def pearson(x, y) -> float:
     """Pearson r (scipy.stats.pearsonr); NaN when undefined."""
-    return _correlation(stats.pearsonr, x, y)
+    from scipy.stats import pearsonr
+
+    return _correlation(pearsonr, x, y)
 
 
 def spearman(x, y) -> float:
     """Spearman rho (scipy.stats.spearmanr, ties at their average rank); NaN when undefined."""
-    return _correlation(stats.spearmanr, x, y)
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, x, y)
 
 
 METRICS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}

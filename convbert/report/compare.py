@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
-from scipy import stats
 
 from convbert.report.aggregate import Row, Table
 from convbert.report.schema import ReportError
@@ -90,6 +89,7 @@ def _task_diff(ra: Row, rb: Row, task: str, metric: str, n_boot: int, confidence
     base = dict(task=task, metric=metric, a=a, b=b, diff=diff, n_a=len(xa), n_b=len(xb), alpha=alpha)
     if min_p_value(len(xa), len(xb)) >= alpha:
         return Difference(**base, low=None, high=None, note="too few seeds")
+    from scipy import stats  # here, not at import: convbert.report.schema (read by every job) imports this package
     test = stats.permutation_test((xa, xb), _median_diff, permutation_type="independent", vectorized=True,
                                   n_resamples=n_boot, alternative="two-sided", random_state=seed)
     ci = stats.bootstrap((xa, xb), _median_diff, n_resamples=n_boot, confidence_level=confidence,
