@@ -96,7 +96,7 @@ def read_tsv(path: Path, names: tuple[str, ...] | None = None, lenient: bool = F
 
 
 def load_dir_split(task: GlueTask | str, split: str, glue_dir: str | Path) -> GlueSplit:
-    """One split from an original-layout GLUE directory (SPEC §5 quirks handled here)."""
+    """One split from an original-layout GLUE directory (docs/design.md §5 quirks handled here)."""
     task = get_task(task) if isinstance(task, str) else task
     glue_dir = Path(glue_dir)
     src = task.source(split)

@@ -116,7 +116,7 @@ class Table:
         raise ReportError(f"no model labelled {label!r}; known: {', '.join(r.label for r in self.rows)}")
 
 
-# ---- GLUE averages (SPEC §5) ----
+# ---- GLUE averages (docs/design.md §5) ----
 
 AVERAGES: dict[str, str] = {
     "electra8": "ELECTRA's convention: plain mean over the 8 tasks without WNLI, one metric each (CoLA MCC, "

@@ -1,4 +1,4 @@
-"""Load SQuAD 1.1 / 2.0 examples from the official JSON files or the HF hub (SPEC §5).
+"""Load SQuAD 1.1 / 2.0 examples from the official JSON files or the HF hub (docs/design.md §5).
 
 Sources:
 - official JSON: a file (`dev-v1.1.json`, ...) or a directory holding the official file names;

@@ -1,4 +1,4 @@
-"""Question + context windows for span extraction (SPEC §4).
+"""Question + context windows for span extraction (docs/design.md §4).
 
 Each example becomes one or more features `[CLS] question [SEP] context-window [SEP]` (token types
 0 then 1). The question is cut to `max_query_length` tokens. Context windows hold up to

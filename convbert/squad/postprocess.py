@@ -1,4 +1,4 @@
-"""From per-window start/end logits to one answer text per question (SPEC §4).
+"""From per-window start/end logits to one answer text per question (docs/design.md §4).
 
 Per window: the `n_best` highest start and end logits among context tokens form candidate spans
 (start <= end, at most `max_answer_length` tokens, start token in its max-context window unless that

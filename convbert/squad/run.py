@@ -81,7 +81,7 @@ def collate(feats: SquadFeatures, indices: list[int], pad_id: int, pad_to: int |
 
 
 def qa_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], answerable_weight: float) -> torch.Tensor:
-    """(CE(start) + CE(end)) / 2 over [CLS] + context positions, + weight * BCE(answerable) (SPEC §4)."""
+    """(CE(start) + CE(end)) / 2 over [CLS] + context positions, + weight * BCE(answerable) (docs/design.md §4)."""
     start, end, answerable = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     allowed = batch["answer_mask"]
     start = start.float().masked_fill(~allowed, -1e4)  # [B, T]
