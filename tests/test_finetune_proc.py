@@ -1,5 +1,5 @@
 """Fine-tuning children of pipelines.reproduce die with it: kill -9 of the driver mid-GLUE leaves no orphan (the
-child gets SIGTERM from the kernel, checkpoints and exits), and a rerun continues the job."""
+child gets SIGTERM from the kernel, checkpoints and exits)."""
 
 import json
 import os
@@ -46,8 +46,4 @@ def test_killing_reproduce_mid_glue_leaves_no_orphan(tmp_path):
         time.sleep(0.05)
     assert not alive(child), "the fine-tuning job outlived the killed driver"
     assert (job / "checkpoint").is_dir() and not (job / "results.json").exists()  # stopped as on SIGTERM
-    assert not (job / "failed.json").exists()
-    rerun = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert json.loads((job / "results.json").read_text())["resumed_from_step"] > 0
+    assert not (job / "failed.json").exists()  # rerunning continues it (tests/test_finetune_resume.py)
