@@ -237,4 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as e:  # a clear one-line message (exit status 1), not a traceback
+        sys.exit(f"error: {e}")
