@@ -381,6 +381,7 @@ class FinetuneConfig:
             d.pop(k)
         for k in ("threads", "device", "log_every", "keep_checkpoint"):
             d["trainer"].pop(k)
+        d["data"].pop("cache_dir")
         d["optim"]["betas"] = list(d["optim"]["betas"])
         return d
 
