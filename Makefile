@@ -9,13 +9,14 @@ GLUE_DIR ?=## local GLUE directory (original layout); empty: the HF hub
 INIT ?= runs/pretrain/tiny-mixed-pydocs## checkpoint to fine-tune; default: what `make pretrain` writes
 SEEDS ?= 1,2,3## fine-tuning seeds (make glue)
 TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte## GLUE tasks (make glue)
+TASK ?= rte## the task `make search` tunes
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS
+HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS TASK
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
+.PHONY: help venv test test-fast lint data pretrain glue search squad table reproduce bench bench-model bench-data bench-finetune clean
 
 help: ## list the targets and the variables
 	@echo "Targets:"
@@ -48,7 +49,10 @@ pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydoc
 	$(PY) -m pipelines.pretrain $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(ARGS)
 
 glue: $(STAMP) ## fine-tune INIT=<checkpoint> on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... local copy)
-	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) init=$(INIT) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.finetune -m task=$(TASKS) seed=$(SEEDS) init=$(INIT) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
+
+search: $(STAMP) ## Optuna lr/epochs/layer-decay search for TASK=<task> on INIT (conf/hparams_search/glue_lr; dev-selected)
+	$(PY) -m pipelines.finetune -m hparams_search=glue_lr task=$(TASK) init=$(INIT) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
 	$(PY) -m pipelines.finetune -m task=squad1,squad2 init=$(INIT) $(ARGS)
@@ -57,7 +61,7 @@ table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)
 
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPERIMENT=<name>[,<name>...]
-	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)

@@ -1,17 +1,21 @@
-"""Fine-tune a pretrained ConvBERT on one task and evaluate it (Hydra entry point).
+"""Fine-tune a pretrained ConvBERT on one task and evaluate it (Hydra entry point; config conf/finetune.yaml).
 
-    python -m pipelines.finetune task=rte init=runs/pretrain/<run> glue_dir=/data/glue
+    python -m pipelines.finetune task=rte init=runs/pretrain/<run> data.dir=/data/glue
     python -m pipelines.finetune -m task=cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte seed=1,2,3 init=runs/pretrain/<run>
-    python -m pipelines.finetune -m task=rte lr=1e-4,3e-4 batch_size=16,32 init=... hydra/launcher=local_parallel
+    python -m pipelines.finetune -m task=rte optim.lr=1e-4,3e-4 init=... hydra/launcher=local_parallel
+    python -m pipelines.finetune -m hparams_search=glue_lr task=rte init=...   # Optuna TPE over lr/epochs/decay
 
-Dispatches on task.kind: the job runs `convbert.<kind>.run.run(cfg: dict, run_dir: Path) -> dict`.
+One job = convbert.finetune.run_job in the job dir (rerunning the same command resumes it). With `seeds`
+set, the job runs each seed in <job dir>/seed<s> and returns the median of the task's main dev metric: the
+objective a search optimises.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import logging
 import os
+import statistics
 import traceback
 from pathlib import Path
 
@@ -20,17 +24,40 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job, task_adapter
+from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
+from convbert.train.lock import DirLockedError
+from convbert.train.signals import Preempted
 
 log = logging.getLogger("finetune")
+OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
 
 
-def task_runner(kind: str):
+def reuse_finished(cfg: FinetuneConfig, run_dir: Path) -> float | None:
+    """A job of a sweep (or a seed of a multi-seed job) that finished before the sweep was interrupted: its
+    value, provided it ran with these settings."""
+    record_job(run_dir, cfg)  # raises naming the differences
+    result = json.loads((run_dir / "results.json").read_text())
+    value = (result.get("metrics") or {}).get(MAIN_METRIC.get(result.get("task"), ""))
+    log.info("%s seed %s: reusing %s (%s)", result.get("task"), cfg.seed, run_dir, value)
+    return value
+
+
+def run_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
+    """One job; failed.json records a failure for the table stage (not a refusal: that dir is another job's)."""
     try:
-        module = importlib.import_module(f"convbert.{kind}.run")
-    except ModuleNotFoundError as e:
-        raise ValueError(f"task.kind={kind!r}: no module convbert.{kind}.run ({e})") from e
-    return module.run
+        result = run_job(cfg, run_dir)
+    except (JobDone, DirLockedError, Preempted):
+        raise
+    except BaseException as e:
+        failure = {"task": cfg.task.get("name"), "seed": cfg.seed, "error": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc()}
+        write_json_atomic(run_dir / "failed.json", failure)
+        raise
+    (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run of a failed job succeeded
+    log.info("%s seed %s: %s -> %s", result.task, result.seed, result.metrics, run_dir)
+    return result.metrics.get(MAIN_METRIC.get(result.task, ""))
 
 
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
@@ -38,30 +65,34 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if config.get("search") is not None:  # a search trial: record where its hyper-parameters come from
+        config["search"] = {**config["search"], "dir": str(Path(hc.sweep.dir).resolve()), "trial": hc.job.num,
+                            "overrides": list(hc.overrides.task)}
+    job = FinetuneConfig.from_dict(config)
+    task_adapter(job)  # the task group's keys are checked before any job dir is touched
     launcher = hc.launcher.get("_target_", "")
-    if config.get("threads") is None and launcher.endswith("JoblibLauncher"):
+    if job.trainer.threads is None and launcher.endswith("JoblibLauncher"):
         # parallel jobs on one machine: split the cores instead of every job grabbing all of them
         n_jobs = hc.launcher.get("n_jobs", -1)
         cores = os.cpu_count() or 1
-        config["threads"] = max(1, cores // (cores if n_jobs is None or n_jobs < 1 else n_jobs))
-    tracking = config.setdefault("tracking", {})
-    if tracking.get("group") is None:  # one wandb group per sweep; single runs group by task
-        multirun = hc.mode == RunMode.MULTIRUN
-        tracking["group"] = Path(hc.sweep.dir).name if multirun else f"finetune-{config['task']['name']}"
-    if (run_dir / "results.json").exists():  # e.g. two runs started in the same second, or a reused run dir
-        raise FileExistsError(f"{run_dir} already holds the results.json of a finished job; "
-                              "choose another hydra.run.dir (nothing was changed)")
-    try:
-        results = task_runner(config["task"]["kind"])(config, run_dir)
-    except BaseException as e:  # leave a trace in the run dir for the table stage, then fail the job
-        failure = {"task": config["task"].get("name"), "seed": config.get("seed"),
-                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        write_json_atomic(run_dir / "failed.json", failure)
-        raise
-    (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run of a failed job succeeded
-    log.info("%s seed %s: %s -> %s", results["task"], results["seed"], results["metrics"], run_dir)
-    metrics = results.get("metrics") or {}
-    return next(iter(metrics.values()), None)  # the first metric, for Hydra sweepers that optimise
+        job.trainer.threads = max(1, cores // (cores if n_jobs is None or n_jobs < 1 else n_jobs))
+    if job.tracking.get("group") is None:  # one wandb group per sweep; single runs group by task
+        job.tracking["group"] = Path(hc.sweep.dir).name if multirun else f"finetune-{job.task['name']}"
+    if not job.seeds:  # a rerun sweep reuses its finished jobs; a single run refuses a finished dir
+        done = multirun and (run_dir / "results.json").exists()
+        return reuse_finished(job, run_dir) if done else run_seed(job, run_dir)
+    values = []
+    for s in job.seeds:
+        seed_job, seed_dir = FinetuneConfig(**{**vars(job), "seed": int(s), "seeds": None}), run_dir / f"seed{s}"
+        done = (seed_dir / "results.json").exists()
+        values.append(reuse_finished(seed_job, seed_dir) if done else run_seed(seed_job, seed_dir))
+    finite = [v for v in values if v is not None]
+    objective = statistics.median(finite) if len(finite) == len(values) else float("nan")
+    log.info("%s seeds %s: main metric %s, median %s", job.task["name"], job.seeds, values, objective)
+    write_json_atomic(run_dir / "objective.json", {"task": job.task["name"], "seeds": job.seeds,
+                                                   "values": values, "median": objective})
+    return objective
 
 
 if __name__ == "__main__":

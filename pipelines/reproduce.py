@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from convbert.finetune import sha256_prefix
 from convbert.train.files import write_json_atomic
+from convbert.train.proc import run_child
 from convbert.train.runinfo import settings_changes
 
 log = logging.getLogger("reproduce")
@@ -28,7 +28,7 @@ log = logging.getLogger("reproduce")
 def stage(name: str, args: list[str]) -> bool:
     cmd = [sys.executable, "-m", *args]
     log.info("[%s] %s", name, " ".join(cmd))
-    ok = subprocess.run(cmd).returncode == 0
+    ok = run_child(cmd) == 0  # dies with this process: no orphan keeps training after a kill
     if not ok:
         log.error("[%s] failed", name)
     return ok
@@ -83,7 +83,7 @@ def run_experiment(experiment: str | None, c: dict, out: Path, seeds: list[int],
                 f"init={pretrain_dir.resolve()}", f"hydra.sweep.dir={glue_out}",
                 "hydra.sweep.subdir=${task.name}-seed${seed}", *finetune_args]
         if c["glue_dir"]:
-            args.append(f"glue_dir={c['glue_dir']}")
+            args.append(f"data.dir={c['glue_dir']}")
         if not stage(f"glue {name} {task}", args):
             failed.append(f"{name} {task}")  # the other tasks go on; the table shows what is missing
     return failed

@@ -27,8 +27,9 @@ TINY_PRETRAIN = [
     "trainer.device=cpu", "trainer.batch_size=4", "trainer.grad_accum=1", "trainer.max_steps=2",
     "trainer.warmup_steps=1", "trainer.log_every=1", "trainer.ckpt_every=2", "trainer.progress=false",
 ]
-TINY_FINETUNE = ["task=rte", "max_length=32", "batch_size=8", "eval_batch_size=16", "epochs=1", "threads=1",
-                 "tracking.mode=disabled", "predict_test=false", "lr=3e-4"]
+TINY_FINETUNE = ["task=rte", "task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16",
+                 "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false",
+                 "optim.lr=3e-4"]
 SEEDS = (1, 2)
 
 
@@ -57,7 +58,7 @@ def test_every_experiment_pretrains_finetunes_and_reaches_the_table(tmp_path):
         exported = json.loads((run_dir / "hf" / "config.json").read_text())
         assert exported["model_type"] == ("convbert" if cfg["model"]["attention"] == "mixed" else "electra"), name
         for seed in SEEDS:
-            ft = compose_plain("finetune", [*TINY_FINETUNE, f"init={run_dir}", f"glue_dir={glue}", f"seed={seed}"])
+            ft = compose_plain("finetune", [*TINY_FINETUNE, f"init={run_dir}", f"data.dir={glue}", f"seed={seed}"])
             results = finetune_run(ft, tmp_path / "finetune" / name / f"rte-seed{seed}")
             assert results["model"]["attention"] == cfg["model"]["attention"], name
 

@@ -20,7 +20,7 @@ from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_
 from sklearn import metrics as skm
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import FinetuneHParams, InitError, load_init
+from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, load_init
 from convbert.glue.data import load_dir_split
 from convbert.glue.features import featurize
 from convbert.glue.run import batch_multiple, predict, run
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"task", "metrics", "seed", "model", "pretraining", "steps", "examples_seen", "wall_time_s", "flops",
           "git_revision", "run_dir", "predictions_file"}
 MODEL_KEYS = {"name", "preset", "attention", "init", "checkpoint_id", "vocab_id"}
-QUICK = ["max_length=32", "batch_size=8", "eval_batch_size=16", "epochs=2", "threads=1", "tracking.mode=disabled"]
+QUICK = ["task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.epochs=2",
+         "trainer.threads=1", "tracking.mode=disabled"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def read_tsv(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_single_job_from_pretraining_run_dir(env, tmp_path):
     out = tmp_path / "run"
-    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
+    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
                  f"hydra.run.dir={out}")
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
@@ -86,7 +87,7 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     assert res["dev_examples"] == {"used": 12, "total": 12}
     # the same run dir again (two runs started in the same second): refused, the results stay as they were
     before = (out / "results.json").read_bytes()
-    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}")
+    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}")
     assert p.returncode != 0 and "already holds the results.json" in p.stderr
     assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
 
@@ -94,8 +95,8 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
 @pytest.mark.slow
 def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
     out = tmp_path / "capped"
-    p = finetune("task=rte", f"init={env / 'pretrain'}", f"glue_dir={env / 'glue'}", *QUICK,
-                 "max_eval_examples=5", f"hydra.run.dir={out}")
+    p = finetune("task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
+                 "data.max_eval_examples=5", f"hydra.run.dir={out}")
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["dev_examples"] == {"used": 5, "total": 12}
@@ -105,8 +106,8 @@ def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(en
 @pytest.mark.slow
 def test_multirun_two_jobs_hub_source(env, tmp_path):
     sweep = tmp_path / "sweep"
-    p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"hub_path={env / 'hub'}",
-                 f"cache_dir={tmp_path / 'cache'}", *QUICK, "epochs=1",
+    p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"data.hub_path={env / 'hub'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "trainer.epochs=1",
                  f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-3000:]
     stsb = json.loads((sweep / "stsb-seed1-0" / "results.json").read_text())
@@ -122,6 +123,13 @@ def test_multirun_two_jobs_hub_source(env, tmp_path):
     assert len(scores) == 6 and all(0.0 <= s <= 5.0 for s in scores)
     dev = read_tsv(Path(mnli["predictions_file"]))
     assert {r["split"] for r in dev} == {"validation_matched", "validation_mismatched"}
+    # the same sweep again (e.g. after an interruption): finished jobs are reused, not redone or overwritten
+    before = {d: (sweep / d / "results.json").read_bytes() for d in ("stsb-seed1-0", "mnli-seed1-1")}
+    p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"data.hub_path={env / 'hub'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (p.stdout + p.stderr).count("reusing") == 2
+    assert all((sweep / d / "results.json").read_bytes() == b for d, b in before.items())
 
 
 @pytest.mark.slow
@@ -133,8 +141,9 @@ def test_failed_job_does_not_lose_the_others(env, tmp_path):
     (glue / "CoLA" / "train.tsv").write_text("\n".join(lines))
     sweep = tmp_path / "sweep"
     # random init: the no-pretraining baseline (preset + tokenizer)
-    p = finetune("-m", "task=cola,sst2", "init=null", "preset=tiny", f"vocab={env / 'pretrain' / 'vocab.txt'}",
-                 f"glue_dir={glue}", *QUICK, "epochs=1", f"hydra.sweep.dir={sweep}")
+    p = finetune("-m", "task=cola,sst2", "init=null", "model.preset=tiny",
+                 f"model.vocab={env / 'pretrain' / 'vocab.txt'}", f"data.dir={glue}", *QUICK, "trainer.epochs=1",
+                 f"hydra.sweep.dir={sweep}")
     assert p.returncode != 0
     assert "CoLA/train.tsv:5: malformed row" in p.stderr
     failed = json.loads((sweep / "cola-seed1-0" / "failed.json").read_text())
@@ -150,8 +159,9 @@ def test_learns_the_fixture_task(tmp_path):
     bench = make_benchmark(n_train=64, n_dev=32, n_test=4)
     write_glue_dir(tmp_path / "glue", bench, tasks=["sst2"])
     pre = write_pretrained_run_dir(tmp_path / "pre")
-    cfg = dict(task=dict(kind="glue", name="sst2"), seed=1, init=str(pre), glue_dir=str(tmp_path / "glue"),
-               max_length=32, batch_size=8, epochs=5, lr=1e-3, threads=1, tracking=dict(mode="disabled"))
+    cfg = dict(task=dict(kind="glue", name="sst2", max_length=32), seed=1, init=str(pre),
+               data=dict(dir=str(tmp_path / "glue")), trainer=dict(batch_size=8, epochs=5, threads=1),
+               optim=dict(lr=1e-3), tracking=dict(mode="disabled"))
     threads = torch.get_num_threads()
     try:  # one thread: on a busy 2-core machine two OpenMP threads spin against each other
         res = run(cfg, tmp_path / "run")
@@ -193,7 +203,7 @@ def test_configs_compose():
         for name, task in TASKS.items():
             cfg = compose("finetune", overrides=[f"task={name}"])
             assert cfg.task.kind == "glue" and cfg.task.name == name
-            assert cfg.epochs == task.epochs and cfg.task.double_unordered == task.double_unordered
+            assert cfg.task.epochs == task.epochs and cfg.task.double_unordered == task.double_unordered
         for launcher, target in [("basic", "BasicLauncher"), ("local_parallel", "JoblibLauncher"),
                                  ("slurm", "SlurmLauncher")]:
             cfg = compose("finetune", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
@@ -202,17 +212,19 @@ def test_configs_compose():
         assert {"partition", "gpus_per_node", "timeout_min", "cpus_per_task", "mem_gb"} <= set(cfg.hydra.launcher)
         with pytest.raises(MissingConfigException, match="task/nope"):
             compose("finetune", overrides=["task=nope"])
-        assert math.isclose(compose("finetune").lr_by_preset.base, 1e-4)
+        assert compose("finetune").optim.lr is None and math.isclose(DEFAULT_LR["base"], 1e-4)
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"lr": 0}, "invalid fine-tuning hyper-parameters"), ({"layer_decay": 1.5}, "layer_decay must be"),
-    ({"layer_decay_variant": "electa"}, "layer_decay_variant must be"), ({"precision": "bf32"}, "precision must be"),
+    ({"optim": {"lr": 0}}, r"optim.lr=0: must be a positive"), ({"optim": {"layer_decay": 1.5}}, "optim.layer_decay="),
+    ({"optim": {"layer_decay_variant": "electa"}}, "optim.layer_decay_variant="),
+    ({"trainer": {"precision": "bf32"}}, "trainer.precision="), ({"trainer": {"epochs": 0}}, "trainer.epochs="),
 ])
 def test_hparams_are_checked_before_any_work(bad, message):
-    FinetuneHParams.from_cfg({"lr": 3e-4, "precision": "auto"})
+    task = {"kind": "glue", "name": "rte"}
+    FinetuneConfig.from_dict({"task": task, "optim": {"lr": 3e-4}, "trainer": {"precision": "auto"}})
     with pytest.raises(ValueError, match=message):
-        FinetuneHParams.from_cfg({"lr": 3e-4, **bad})
+        FinetuneConfig.from_dict({"task": task, **bad})
 
 
 def test_init_pads_with_the_vocabularys_pad_id(env, tmp_path, caplog):
@@ -244,3 +256,22 @@ def test_released_checkpoints_see_the_padding_they_were_fine_tuned_with(env):
     assert multiple == 32 and batch_multiple(ConvBertConfig.from_preset("tiny"), 32, cpu) == 1
     assert np.abs(logits(1, 1) - logits(12, 1)).max() > 1e-5  # padded to the batch's longest: batching shows
     np.testing.assert_allclose(logits(1, multiple), logits(12, multiple), rtol=0, atol=1e-6)
+
+
+def test_bad_settings_fail_before_training(env, tmp_path):
+    """max_length beyond the model's positions, and a diverged STS-B regressor: clear errors, no leaderboard file."""
+    from convbert.config import ConfigError
+
+    base = dict(init=str(env / "pretrain"), data=dict(dir=str(env / "glue")), tracking=dict(mode="disabled"),
+                trainer=dict(batch_size=8, epochs=1, threads=1))
+    with pytest.raises(ConfigError, match="task.max_length=1024 exceeds the model's max_position_embeddings=512"):
+        run({**base, "task": dict(kind="glue", name="rte", max_length=1024)}, tmp_path / "long")
+    assert not (tmp_path / "long" / "metrics.jsonl").exists()  # nothing was trained
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match=r"stsb/test: 6 of 6 predictions are not finite"):
+            run({**base, "task": dict(kind="glue", name="stsb", max_length=32), "optim": dict(lr=1e30)},
+                tmp_path / "nan")
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "nan" / "submission").exists() and not (tmp_path / "nan" / "results.json").exists()

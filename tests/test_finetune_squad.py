@@ -13,7 +13,7 @@ from conftest import run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import FinetuneHParams, fit, seed_everything
+from convbert.finetune import TrainerConfig, fit, seed_everything
 from convbert.glue.features import LengthBucketSampler
 from convbert.model import ConvBertForQuestionAnswering, ConvBertModel
 from convbert.squad.data import gold_answers, load_squad_json
@@ -21,10 +21,12 @@ from convbert.squad.features import FeatureConfig, build_features
 from convbert.squad.postprocess import PostprocessConfig, postprocess
 from convbert.squad.run import collate, predict_logits, qa_loss, score
 from convbert.squad.scoring import score_squad_v1, score_squad_v2
+from convbert.train.optim import OptimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["++task.max_length=48", "++task.max_query_length=12", "++task.doc_stride=16", "batch_size=16",
-        "eval_batch_size=32", "device=cpu", "precision=fp32", "threads=1", "tracking.mode=disabled"]
+TINY = ["task.max_length=48", "++task.max_query_length=12", "++task.doc_stride=16", "trainer.batch_size=16",
+        "trainer.eval_batch_size=32", "trainer.device=cpu", "trainer.precision=fp32", "trainer.threads=1",
+        "tracking.mode=disabled"]
 V2_KEYS = {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
            "best_exact_thresh", "best_f1", "best_f1_thresh"}
 
@@ -46,8 +48,8 @@ def _finetune(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def sweep(init_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
-    proc = _finetune(["-m", "task=squad1,squad2", f"init={init_dir}", f"++task.data_dir={FIXTURES}",
-                      "epochs=2", *TINY, f"hydra.sweep.dir={out}"])
+    proc = _finetune(["-m", "task=squad1,squad2", f"init={init_dir}", f"data.dir={FIXTURES}",
+                      "trainer.epochs=2", *TINY, f"hydra.sweep.dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -104,7 +106,7 @@ def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
     shutil.copy(FIXTURES / "dev-v1.1.json", data / "dev-v1.1.json")
     (data / "train-v1.1.json").write_text('{"version": "1.1", "data": [\n  {"title": "x",,}\n]}')
     run_dir = tmp_path / "run"
-    proc = _finetune(["task=squad1", f"init={init_dir}", f"task.data_dir={data}", *TINY,
+    proc = _finetune(["task=squad1", f"init={init_dir}", f"data.dir={data}", *TINY,
                       f"hydra.run.dir={run_dir}"])
     assert proc.returncode != 0
     failure = json.loads((run_dir / "failed.json").read_text())
@@ -144,8 +146,9 @@ def test_training_memorises_spans(one_thread):
         for idx in sampler:
             yield collate(feats, idx, 0)
 
-    hp = FinetuneHParams(lr=1e-3, layer_decay=None, epochs=25)
-    result = fit(model, batches, len(sampler), lambda m, b: qa_loss(m, b, 0.5), hp, torch.device("cpu"))
+    optim = OptimConfig(lr=1e-3, warmup_fraction=0.1)
+    result = fit(model, batches, len(sampler), lambda m, b: qa_loss(m, b, 0.5), optim,
+                 TrainerConfig(epochs=25, precision="fp32"), torch.device("cpu"))
     assert result.history[-1]["train_loss"] < 0.3 * result.history[0]["train_loss"]
     s, e, a, flops = predict_logits(model, feats, 32, torch.device("cpu"), 0, contextlib.nullcontext)
     assert a is not None and flops > 0

@@ -44,8 +44,8 @@ def test_released_electra_and_convbert_checkpoints_fine_tune(tmp_path):
         for name, kind in (("electra-small-discriminator", "electra"), ("conv-bert-small", "convbert")):
             init = released_dir(tmp_path / name, kind)
             cfg = compose("finetune", overrides=[
-                "task=mrpc", f"init={init}", f"glue_dir={glue}", "max_length=32", "batch_size=8", "epochs=1",
-                "threads=1", "tracking.mode=disabled", "predict_test=false"])
+                "task=mrpc", f"init={init}", f"data.dir={glue}", "task.max_length=32", "trainer.batch_size=8",
+                "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false"])
             results = finetune_run(OmegaConf.to_container(cfg, resolve=True), tmp_path / "ft" / name)
             model = results["model"]
             assert model["name"] == name and model["preset"] == "small"

@@ -24,7 +24,8 @@ def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedPr
         "experiments=[tiny,tiny-electra]", "seeds=[1,2]", "smoke_scale.seeds=[1,2]",
         f"output_dir={tmp / 'out'}", f"pretrain_root={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
-        f'finetune_args=["max_length=32","batch_size=8","task.epochs=1","lr={lr}","tracking.mode=disabled"]',
+        f'finetune_args=["task.max_length=32","trainer.batch_size=8","task.epochs=1","optim.lr={lr}",'
+        '"tracking.mode=disabled"]',
     ]
     return run_process(["-m", "pipelines.reproduce", *args], timeout=600)
 

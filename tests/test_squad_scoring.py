@@ -119,6 +119,42 @@ def test_cli_on_fixture(tmp_path, capsys):
         main([str(data), str(tmp_path / "bad.json")])
 
 
+@pytest.mark.parametrize("content, message", [
+    ({"q": 3}, r"1 value\(s\) are not strings \(e.g. id 'q': int 3\)"),
+    (["a", "b"], "expected a JSON object of question id -> answer text, got list"),
+    ({"other-1": "x", "other-2": "y"}, "none of its 2 ids are questions of the dataset"),
+    ({}, "none of its 0 ids"),
+])
+def test_cli_rejects_bad_predictions_files(tmp_path, content, message):
+    data = FIXTURES / "dev-v1.1.json"
+    gold = gold_answers(load_squad_json(data)[0])
+    if isinstance(content, dict) and "q" in content:
+        content = {next(iter(gold)): 3}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message.replace("'q'", "'.*'")) as e:
+        main([str(data), str(path)])
+    assert str(path) in str(e.value)
+
+
+def test_cli_counts_and_names_foreign_and_missing_ids(tmp_path, capsys):
+    data = FIXTURES / "dev-v1.1.json"
+    gold = gold_answers(load_squad_json(data)[0])
+    first, *rest = list(gold)
+    (tmp_path / "p.json").write_text(json.dumps({first: gold[first][0], "stray-id": "x"}))
+    out = main([str(data), str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert "1 id(s) not questions of" in err and "'stray-id'" in err
+    assert f"{len(rest)} id(s) missing (scored 0)" in err
+    assert out["foreign"] == 1 and out["missing"] == len(rest) and out["exact"] == pytest.approx(100 / len(gold))
+    v2 = FIXTURES / "dev-v2.0.json"
+    q2 = next(iter(gold_answers(load_squad_json(v2)[0])))
+    (tmp_path / "p2.json").write_text(json.dumps({q2: ""}))
+    (tmp_path / "o.json").write_text(json.dumps({q2: "high"}))
+    with pytest.raises(ValueError, match=r"o\.json: 1 value\(s\) are not numbers"):
+        main([str(v2), str(tmp_path / "p2.json"), "--null-odds", str(tmp_path / "o.json")])
+
+
 @pytest.mark.skipif(not REAL_DEV.exists(), reason="real SQuAD dev-v1.1.json not available")
 def test_real_dev_gold_first_answers_score_100():
     examples, report = load_squad_json(REAL_DEV)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_process
 
@@ -22,6 +24,7 @@ from convbert.report import (
     to_markdown,
     write_outputs,
 )
+from convbert.report.compare import min_p_value
 from convbert.report.tasks import ELECTRA_TASKS, GLUE_TASKS, MAIN_METRIC, TASK_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,14 +239,51 @@ def test_bootstrap_comparison(tmp_path):
     sst = by[("sst2", "accuracy")]
     assert sst.diff == pytest.approx(81.0 - 71.0) and sst.low <= sst.diff <= sst.high
     assert sst.low > 0 and sst.significant is True
+    assert sst.p_value == pytest.approx(exact_median_test(*seed_values(table, "sst2", "accuracy")))
+    assert 2 / 252 <= sst.p_value < 0.05  # complete separation; medians tie across some of the C(10, 5) splits
     rte = by[("rte", "accuracy")]
     assert rte.low < 0 < rte.high and rte.significant is False
+    assert rte.p_value == pytest.approx(exact_median_test(*seed_values(table, "rte", "accuracy")))
     cola = by[("cola", "mcc")]
     assert cola.diff == 10.0 and cola.low is None and cola.significant is None  # one seed: no CI
+    assert cola.note == "too few seeds"
     assert by[("electra8", "mean of main metrics")].diff is None  # tasks missing
     assert compare(table, "A", "B", n_boot=2000, seed=1) == c  # deterministic
+    assert "permutation test" in c.method and "too few seeds" in c.method
     with pytest.raises(ReportError, match="no model labelled 'C'"):
         compare(table, "A", "C")
+
+
+def seed_values(table, task, metric):
+    return [np.asarray(table.row(m).cells[task].values[metric]) for m in ("A", "B")]
+
+
+def exact_median_test(xa, xb) -> float:
+    """Two-sided p of the difference of medians over every split of the pooled seeds (independent check)."""
+    pooled, n = np.concatenate([xa, xb]), len(xa)
+    observed = abs(np.median(xa) - np.median(xb))
+    splits = list(itertools.combinations(range(len(pooled)), n))
+    hits = sum(abs(np.median(pooled[list(s)]) - np.median(np.delete(pooled, list(s)))) >= observed - 1e-12
+               for s in splits)
+    return hits / len(splits)
+
+
+def test_two_seeds_per_model_are_too_few_to_claim_anything(tmp_path):
+    """The case that was called significant: 2 seeds each, CoLA +5.5 MCC near chance. An exact test over 4 seeds
+    cannot go below p = 1/3, so no p-value or interval is claimed; 4 seeds each are tested."""
+    for seed, (a, b) in enumerate([(12.0, 6.0), (13.0, 7.5)]):
+        write(tmp_path, record("cola", seed, {"mcc": a}, name="A", checkpoint="a"))
+        write(tmp_path, record("cola", seed, {"mcc": b}, name="B", checkpoint="b"))
+    d = compare(aggregate(collect([tmp_path])), "A", "B", n_boot=1000).rows[0]
+    assert d.diff == pytest.approx(5.75) and d.p_value is None and d.low is None and d.note == "too few seeds"
+    assert min_p_value(2, 2) == pytest.approx(1 / 3) and min_p_value(3, 3) == pytest.approx(0.1)
+    assert min_p_value(4, 4) < 0.05
+    for seed, (a, b) in enumerate([(14.0, 5.0), (11.0, 8.0)], start=2):
+        write(tmp_path, record("cola", seed, {"mcc": a}, name="A", checkpoint="a"))
+        write(tmp_path, record("cola", seed, {"mcc": b}, name="B", checkpoint="b"))
+    d = compare(aggregate(collect([tmp_path])), "A", "B", n_boot=1000).rows[0]
+    assert d.p_value == pytest.approx(exact_median_test(*seed_values(aggregate(collect([tmp_path])), "cola", "mcc")))
+    assert d.note == "" and d.significant is (d.p_value < 0.05) and d.low is not None
 
 
 # ---- references and outputs ----
@@ -297,7 +337,8 @@ def test_outputs_exist_and_parse(tmp_path):
     runs_rows = list(csv.DictReader(io.StringIO(files["runs.csv"].read_text())))
     assert len(runs_rows) == 8 * 3 + 3 + 8 * 2 and Path(runs_rows[0]["results_file"]).is_file()
     cmp_rows = list(csv.DictReader(io.StringIO(files["comparison.csv"].read_text())))
-    assert cmp_rows[-1]["task"] == "electra8" and cmp_rows[-1]["significant"] in ("True", "False")
+    assert cmp_rows[-1]["task"] == "electra8" and cmp_rows[-1]["note"].startswith("not tested")
+    assert "too few seeds" in md and "Method: difference of medians" in md  # 2 seeds for bert-small
     tex = files["table.tex"].read_text()
     body = [ln for ln in tex.splitlines() if ln.endswith(r"\\")]
     assert tex.count(r"\begin{tabular}") == 1 and len({ln.count("&") for ln in body}) == 1

@@ -1,88 +1,85 @@
-"""GLUE metrics in numpy (checked against scikit-learn/scipy in tests). The base functions return
-fractions / correlations like sklearn and scipy; `task_metrics` reports percent (0-100) per SPEC §5."""
+"""GLUE metrics (docs/design.md §5): scikit-learn and scipy, with the edge cases fixed here.
+
+The base functions return fractions / correlations as sklearn and scipy do; `task_metrics` reports percent.
+Edge cases (what a tiny or diverged model produces):
+- no examples, or predictions and labels of different lengths: ValueError (never a silent 0);
+- F1 with no predicted and no true positives: 0 (sklearn's zero_division=0), no warning;
+- MCC with constant predictions or labels: 0 (sklearn's definition), no warning;
+- Pearson / Spearman with a constant input, fewer than 2 examples or a NaN/inf value: NaN, no warning (the
+  results.json value is then null and the score table names it).
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from convbert.glue.tasks import GlueTask
 
-
-def accuracy(preds, labels) -> float:
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    _check(preds, labels)
-    return float((preds == labels).mean())
+# scikit-learn and scipy are imported where used: importing convbert.glue (the trainer, the benchmarks) should
+# not pay their start-up time and memory.
 
 
-def f1(preds, labels, positive: int = 1) -> float:
-    """Binary F1 of the positive class; 0 when there are no true positives (sklearn's zero_division=0)."""
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    _check(preds, labels)
-    tp = np.sum((preds == positive) & (labels == positive))
-    fp = np.sum((preds == positive) & (labels != positive))
-    fn = np.sum((preds != positive) & (labels == positive))
-    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
-
-
-def matthews_corrcoef(preds, labels) -> float:
-    """Multiclass MCC from the confusion matrix (Gorodkin's R_K, what sklearn computes); 0 if undefined."""
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    _check(preds, labels)
-    classes, inv = np.unique(np.concatenate([labels, preds]), return_inverse=True)
-    k, n = len(classes), len(labels)
-    cm = np.zeros((k, k), dtype=np.float64)  # [true, pred]
-    np.add.at(cm, (inv[:n], inv[n:]), 1)
-    t, p = cm.sum(1), cm.sum(0)
-    c, s = np.trace(cm), cm.sum()
-    cov_tp, cov_pp, cov_tt = c * s - t @ p, s * s - p @ p, s * s - t @ t
-    if cov_pp * cov_tt == 0:
-        return 0.0
-    return float(cov_tp / np.sqrt(cov_tt * cov_pp))
-
-
-def pearson(x, y) -> float:
-    """Pearson r; NaN when either input is constant (as scipy)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    _check(x, y)
-    xm, ym = x - x.mean(), y - y.mean()
-    denom = np.sqrt((xm @ xm) * (ym @ ym))
-    if denom == 0:
-        return float("nan")
-    return float(np.clip((xm @ ym) / denom, -1.0, 1.0))
-
-
-def rankdata(x) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata method='average')."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    # start of each run of equal values; run k spans sorted positions [starts[k], ends[k])
-    new = np.r_[True, xs[1:] != xs[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(x)]
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1..ends
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman rho; NaN when either input holds a NaN (which ranking would otherwise sort last) or is
-    constant, as scipy."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if np.isnan(x).any() or np.isnan(y).any():
-        return float("nan")
-    return pearson(rankdata(x), rankdata(y))
-
-
-METRICS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}
-
-
-def _check(a: np.ndarray, b: np.ndarray) -> None:
+def _check(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"predictions and labels must be 1-D of equal length, got {a.shape} and {b.shape}")
     if len(a) == 0:
         raise ValueError("cannot compute a metric on zero examples")
+    return a, b
+
+
+def accuracy(preds, labels) -> float:
+    from sklearn.metrics import accuracy_score
+
+    preds, labels = _check(preds, labels)
+    return float(accuracy_score(labels, preds))
+
+
+def f1(preds, labels, positive: int = 1) -> float:
+    """Binary F1 of the positive class; 0 when there are no true positives."""
+    from sklearn.metrics import f1_score
+
+    preds, labels = _check(preds, labels)
+    return float(f1_score(labels, preds, labels=[positive], pos_label=positive, average="micro",
+                              zero_division=0))
+
+
+def matthews_corrcoef(preds, labels) -> float:
+    """Multiclass MCC (Gorodkin's R_K); 0 when undefined (constant predictions or labels)."""
+    from sklearn.metrics import matthews_corrcoef as mcc
+
+    preds, labels = _check(preds, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(mcc(labels, preds))
+
+
+def _correlation(fn, x, y) -> float:
+    x, y = _check(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # constant input: undefined (scipy warns and returns NaN)
+        return float("nan")
+    return float(fn(x, y).statistic)
+
+
+def pearson(x, y) -> float:
+    """Pearson r (scipy.stats.pearsonr); NaN when undefined."""
+    from scipy.stats import pearsonr
+
+    return _correlation(pearsonr, x, y)
+
+
+def spearman(x, y) -> float:
+    """Spearman rho (scipy.stats.spearmanr, ties at their average rank); NaN when undefined."""
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, x, y)
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef, "pearson": pearson, "spearman": spearman}
 
 
 def task_metrics(task: GlueTask, split: str, preds, labels) -> dict[str, float]:

@@ -1,14 +1,11 @@
-"""One GLUE fine-tuning job: load data and init, train with dev evaluation after every epoch, write
-results.json, dev predictions and leaderboard submission files into the run dir.
-
-`run(cfg, run_dir)` takes the plain-dict config that conf/finetune.yaml composes (keys documented
-there) and returns the results dict."""
+"""GLUE as a fine-tuning task (convbert.finetune.run_job does the job): load the splits, train a classifier
+or regressor on [CLS], score the dev splits after every epoch, write dev_predictions.tsv and the leaderboard
+files of the test sets (submission/)."""
 
 from __future__ import annotations
 
 import logging
-import math
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,54 +13,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbert.config import ConvBertConfig
-from convbert.finetune import (
-    FinetuneHParams,
-    count_flop_params,
-    fit,
-    forward_flops,
-    load_init_from_cfg,
-    move,
-    resolve_lr,
-    resolve_precision,
-    seed_everything,
-)
+from convbert.config import ConfigError, ConvBertConfig, from_mapping
+from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches, run_job
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
-from convbert.glue.features import Features, LengthBucketSampler, collate, concat_features, featurize
+from convbert.glue.features import Features, collate, concat_features, featurize
 from convbert.glue.metrics import task_metrics
 from convbert.glue.submission import write_submission
-from convbert.glue.tasks import GlueTask, get_task
+from convbert.glue.tasks import HUB_DATASET, GlueTask, get_task
 from convbert.model import ConvBertForSequenceClassification
-from convbert.train import Precision, Tracker, git_revision, init_distributed
-from convbert.train.files import write_json_atomic, write_text_atomic
+from convbert.train.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
-def _load(task: GlueTask, split: str, cfg: dict, limit: int | None = None) -> tuple[GlueSplit, int]:
-    """The split, cut to its first `limit` examples when limit is set, and its full size."""
-    hub = cfg.get("hub_path") or "nyu-mll/glue"
-    data = load_split(task, split, cfg.get("glue_dir"), hub, cfg.get("cache_dir"))
-    total = len(data.examples)
-    if limit is not None:
-        data.examples = data.examples[:limit]
-    return data, total
+@dataclass
+class GlueTaskConfig:
+    """conf/task/<glue task>.yaml (null: the registry's value, convbert/glue/tasks.py)."""
 
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, feats: Features, batch_size: int, device: torch.device, pad_id: int,
-            autocast, pad_to_multiple: int = 1) -> tuple[np.ndarray, float]:
-    """Logits [N, num_labels] in the features' order (batches are length-sorted), and forward FLOPs."""
-    model.eval()
-    out = np.zeros((len(feats), model.num_labels), dtype=np.float32)
-    flops, n_params = 0.0, count_flop_params(model)
-    for idx in LengthBucketSampler(feats.lengths, batch_size, shuffle=False):
-        batch = move(collate(feats, idx, pad_id, pad_to_multiple), device)
-        with autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        out[idx] = logits.float().cpu().numpy()
-        flops += forward_flops(model.config, n_params, *batch["input_ids"].shape)
-    return out, flops
+    kind: str
+    name: str
+    epochs: int | None = None
+    max_length: int = 128  # tokens per pair, [CLS]/[SEP] included
+    double_unordered: bool | None = None  # also train on (b, a) pairs (MRPC, STS-B)
 
 
 def batch_multiple(config: ConvBertConfig, max_length: int, device: torch.device) -> int:
@@ -75,153 +46,132 @@ def batch_multiple(config: ConvBertConfig, max_length: int, device: torch.device
     return 8 if device.type == "cuda" else 1
 
 
+def predict(model: torch.nn.Module, feats: Features, batch_size: int, device: torch.device, pad_id: int,
+            autocast, pad_to_multiple: int = 1) -> tuple[np.ndarray, float]:
+    """Logits [N, num_labels] in the features' order (batches are length-sorted), and forward FLOPs."""
+    out = np.zeros((len(feats), model.num_labels), dtype=np.float32)
+    flops = 0.0
+    for idx, logits, f in predict_batches(model, feats.lengths, batch_size,
+                                          lambda i: collate(feats, i, pad_id, pad_to_multiple), device, autocast):
+        out[idx] = logits.float().cpu().numpy()
+        flops += f
+    return out, flops
+
+
 def to_predictions(task: GlueTask, logits: np.ndarray) -> np.ndarray:
     return logits[:, 0] if task.is_regression else logits.argmax(-1)
 
 
-def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    t_start = time.time()
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    task = get_task(cfg["task"]["name"])
-    epochs = int(cfg.get("epochs") or cfg["task"].get("epochs", task.epochs))
-    double = bool(cfg["task"].get("double_unordered", task.double_unordered))
-    seed, max_length = int(cfg.get("seed", 1)), int(cfg.get("max_length", 128))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    dist = init_distributed(cfg.get("device", "auto"))
-    if dist.distributed:
-        raise NotImplementedError("GLUE fine-tuning runs one process per job; launch many jobs (multirun), "
-                                  "not torchrun/srun with several tasks")
-    device = dist.device
-    seed_everything(seed)
+def check_finite(task: GlueTask, split: str, preds: np.ndarray) -> None:
+    """A leaderboard file must not carry NaN/inf scores (a diverged STS-B regressor)."""
+    bad = int((~np.isfinite(preds)).sum())
+    if bad:
+        raise ValueError(f"{task.name}/{split}: {bad} of {len(preds)} predictions are not finite (NaN/inf; the "
+                         f"model diverged?): no leaderboard file written")
 
-    pre = load_init_from_cfg(cfg)
-    hp = FinetuneHParams.from_cfg({**cfg, "epochs": epochs, "lr": resolve_lr(cfg, pre)})
-    tok, pad_id = pre.tokenizer, pre.config.pad_token_id
 
-    # ---- data
-    train, _ = _load(task, "train", cfg, cfg.get("max_train_examples"))
-    dev_loaded = {s: _load(task, s, cfg, cfg.get("max_eval_examples")) for s in task.dev_splits}
-    dev = {s: d for s, (d, _) in dev_loaded.items()}
-    dev_examples = {"used": sum(len(d) for d in dev.values()), "total": sum(n for _, n in dev_loaded.values())}
-    if dev_examples["used"] < dev_examples["total"]:
-        log.warning("%s: scoring %d of %d dev examples (max_eval_examples): not comparable with full-dev scores",
-                    task.name, dev_examples["used"], dev_examples["total"])
-    regression = task.is_regression
-    train_feats = featurize(train.examples, tok, max_length, regression)
-    if double:  # MRPC / STS-B: also train on the swapped pair
-        swapped = featurize(train.examples, tok, max_length, regression, swap=True)
-        train_feats = concat_features([train_feats, swapped])
-    dev_feats = {s: featurize(d.examples, tok, max_length, regression) for s, d in dev.items()}
-    test_feats: dict[str, Features] = {}  # loaded before training so a missing file fails fast
-    if cfg.get("predict_test", True):
-        for s in task.test_splits:
+class Adapter:
+    """The GLUE task for convbert.finetune.run_job."""
+
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        t = from_mapping(GlueTaskConfig, "task", cfg.task, ConfigError)
+        self.cfg, self.task, self.name = cfg, get_task(t.name), t.name
+        self.epochs, self.max_length = int(t.epochs or self.task.epochs), int(t.max_length)
+        self.double = self.task.double_unordered if t.double_unordered is None else bool(t.double_unordered)
+
+    def _load(self, split: str, limit: int | None) -> tuple[GlueSplit, int]:
+        """The split, cut to its first `limit` examples when limit is set, and its full size."""
+        d = self.cfg.data
+        data = load_split(self.task, split, d.dir, d.hub_path or HUB_DATASET, d.cache_dir)
+        total = len(data.examples)
+        if limit is not None:
+            data.examples = data.examples[:limit]
+        return data, total
+
+    def load(self, pre: Pretrained, device: torch.device) -> None:
+        task, d, tok, n = self.task, self.cfg.data, pre.tokenizer, self.max_length
+        reg = task.is_regression
+        self.pad_id = pre.config.pad_token_id
+        self.multiple = batch_multiple(pre.config, n, device)
+        self.eval_bs = self.cfg.trainer.eval_batch_size
+        self.train, _ = self._load("train", d.max_train_examples)
+        dev = {s: self._load(s, d.max_eval_examples) for s in task.dev_splits}
+        self.dev_examples = (sum(len(x) for x, _ in dev.values()), sum(total for _, total in dev.values()))
+        if self.dev_examples[0] < self.dev_examples[1]:
+            log.warning("%s: scoring %d of %d dev examples (data.max_eval_examples): not comparable with full-dev "
+                        "scores", task.name, *self.dev_examples)
+        feats = featurize(self.train.examples, tok, n, reg)
+        if self.double:  # MRPC / STS-B: also train on the swapped pair
+            feats = concat_features([feats, featurize(self.train.examples, tok, n, reg, swap=True)])
+        self.train_feats, self.train_lengths = feats, feats.lengths
+        self.dev_feats = {s: featurize(x.examples, tok, n, reg) for s, (x, _) in dev.items()}
+        self.test_feats: dict[str, Features] = {}  # loaded before training so that a missing file fails fast
+        for s in task.test_splits if d.predict_test else ():
             try:
-                data, total = _load(task, s, cfg, cfg.get("max_eval_examples"))
+                data, total = self._load(s, d.max_eval_examples)
             except GlueDataError as e:
                 if task.source(s).optional:
                     log.warning("skipping optional test split %s/%s: %s", task.name, s, e)
                     continue
                 raise
             if len(data) < total:  # a leaderboard file must cover the whole test set
-                log.warning("%s/%s: no leaderboard file, max_eval_examples keeps %d of %d test examples",
+                log.warning("%s/%s: no leaderboard file, data.max_eval_examples keeps %d of %d test examples",
                             task.name, s, len(data), total)
                 continue
-            test_feats[s] = featurize(data.examples, tok, max_length, regression)
-    log.info("%s: %d training features (%s), dev %s", task.name, len(train_feats), train.source,
-             {s: len(f) for s, f in dev_feats.items()})
+            self.test_feats[s] = featurize(data.examples, tok, n, reg)
+        log.info("%s: %d training features (%s), dev %s", task.name, len(feats), self.train.source,
+                 {s: len(f) for s, f in self.dev_feats.items()})
 
-    # ---- model
-    model = ConvBertForSequenceClassification(pre.config, task.num_labels)
-    model.convbert.load_state_dict(pre.backbone.state_dict())
-    pre.backbone = None  # free the second copy
-    model.to(device)
+    def build_model(self, config: ConvBertConfig) -> torch.nn.Module:
+        return ConvBertForSequenceClassification(config, self.task.num_labels)
 
-    tr = cfg.get("tracking") or {}
-    tracker = Tracker(run_dir, cfg, mode=tr.get("mode", "disabled"), project=tr.get("project", "convbert"),
-                      group=tr.get("group"), name=tr.get("name") or f"{task.name}-seed{seed}",
-                      job_type="finetune", tags=[task.name, pre.model_info["name"]])
+    def collate_train(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return collate(self.train_feats, indices, self.pad_id, self.multiple)
 
-    batch_size, eval_bs = int(cfg.get("batch_size", 32)), int(cfg.get("eval_batch_size", 128))
-    sampler = LengthBucketSampler(train_feats.lengths, batch_size, shuffle=True, seed=seed,
-                                  pool_batches=int(cfg.get("bucket_pool_batches", 50)))
-
-    multiple = batch_multiple(pre.config, max_length, device)
-
-    def batches(epoch: int):
-        sampler.set_epoch(epoch)
-        for idx in sampler:
-            yield collate(train_feats, idx, pad_id, multiple)
-
-    def loss_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = m(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # [B, C]
-        if regression:
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # [B, C]
+        if self.task.is_regression:
             return F.mse_loss(logits[:, 0].float(), batch["labels"].float())
         return F.cross_entropy(logits.float(), batch["labels"])
 
-    autocast = Precision(resolve_precision(hp.precision, device), device).autocast
-    dev_out: dict[str, np.ndarray] = {}
+    def _predict(self, model: torch.nn.Module, feats: Features, autocast) -> tuple[np.ndarray, float]:
+        logits, flops = predict(model, feats, self.eval_bs, next(model.parameters()).device, self.pad_id, autocast,
+                                self.multiple)
+        return to_predictions(self.task, logits), flops
 
-    def evaluate(epoch: int) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, epoch: int, last: bool, autocast) -> dict[str, float]:
         metrics: dict[str, float] = {"_flops": 0.0}
-        for s, feats in dev_feats.items():
-            logits, flops = predict(model, feats, eval_bs, device, pad_id, autocast, multiple)
-            dev_out[s] = to_predictions(task, logits)
-            metrics.update(task_metrics(task, s, dev_out[s], feats.labels))
+        self.dev_out: dict[str, np.ndarray] = {}
+        for s, feats in self.dev_feats.items():
+            self.dev_out[s], flops = self._predict(model, feats, autocast)
+            metrics.update(task_metrics(self.task, s, self.dev_out[s], feats.labels))
             metrics["_flops"] += flops
+        self.metrics = {k: v for k, v in metrics.items() if k != "_flops"}
         return metrics
 
-    result = fit(model, batches, len(sampler), loss_fn, hp, device, evaluate, tracker,
-                 log_every=int(cfg.get("log_every", 50)))
-    final = result.history[-1]
-    metrics = {k: final[k] for k in task.metrics}
+    def finish(self, model: torch.nn.Module, run_dir: Path, autocast) -> TaskOutput:
+        fmt = (lambda v: f"{v:.6g}") if self.task.is_regression else (lambda v: str(int(v)))
+        rows = ["split\tidx\tlabel\tprediction"]  # gold + predicted, for re-scoring and bootstrap
+        for s, feats in self.dev_feats.items():
+            rows += [f"{s}\t{i}\t{fmt(y)}\t{fmt(p)}" for i, y, p in zip(feats.idx, feats.labels, self.dev_out[s],
+                                                                          strict=True)]
+        pred_file = write_text_atomic(run_dir / "dev_predictions.tsv", "\n".join(rows) + "\n")
+        flops, submissions = 0.0, {}
+        for s, feats in self.test_feats.items():
+            preds, f = self._predict(model, feats, autocast)
+            flops += f
+            check_finite(self.task, s, preds)
+            submissions[s] = str(write_submission(self.task, s, feats.idx, preds, run_dir / "submission"))
+        metrics = {k: self.metrics[k] for k in self.task.metrics}
+        data = {"source": self.train.source, "train_examples": len(self.train),
+                "train_features": len(self.train_feats), "skipped_train_lines": len(self.train.skipped_lines)}
+        return TaskOutput(metrics, pred_file, self.dev_examples, flops,
+                          {"submission_files": submissions, "data": data})
 
-    # ---- dev predictions (gold + predicted, for re-scoring and bootstrap)
-    rows = ["split\tidx\tlabel\tprediction"]
-    for s, feats in dev_feats.items():
-        fmt = (lambda v: f"{v:.6g}") if regression else (lambda v: str(int(v)))
-        pairs = zip(feats.idx, feats.labels, dev_out[s], strict=True)
-        rows += [f"{s}\t{i}\t{fmt(y)}\t{fmt(p)}" for i, y, p in pairs]
-    pred_file = run_dir / "dev_predictions.tsv"
-    write_text_atomic(pred_file, "\n".join(rows) + "\n")
+    def hparams(self) -> dict[str, Any]:
+        return {"double_unordered": self.double}
 
-    # ---- test sets -> leaderboard files
-    test_flops, submissions = 0.0, {}
-    for s, feats in test_feats.items():
-        logits, flops = predict(model, feats, eval_bs, device, pad_id, autocast, multiple)
-        test_flops += flops
-        path = write_submission(task, s, feats.idx, to_predictions(task, logits), run_dir / "submission")
-        submissions[s] = str(path)
 
-    results = {
-        "task": task.name,
-        "metrics": metrics,
-        "seed": seed,
-        "model": pre.model_info,
-        "pretraining": pre.pretraining,
-        "steps": result.steps,
-        "examples_seen": result.examples_seen,
-        "wall_time_s": round(time.time() - t_start, 3),
-        "flops": result.train_flops + result.eval_flops + test_flops,
-        "git_revision": git_revision(),
-        "run_dir": str(run_dir),
-        "predictions_file": str(pred_file),
-        "dev_examples": dev_examples,  # used < total: scored on part of the dev set
-        # extras (not read by the table stage)
-        "submission_files": submissions,
-        "history": result.history,
-        "hparams": {"lr": hp.lr, "batch_size": batch_size, "epochs": epochs, "max_length": max_length,
-                    "layer_decay": hp.layer_decay, "layer_decay_variant": hp.layer_decay_variant,
-                    "weight_decay": hp.weight_decay, "warmup_fraction": hp.warmup_fraction,
-                    "adam_bias_correction": hp.adam_bias_correction,
-                    "double_unordered": double, "precision": resolve_precision(hp.precision, device)},
-        "data": {"source": train.source, "train_examples": len(train), "train_features": len(train_feats),
-                 "skipped_train_lines": len(train.skipped_lines)},
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
-    write_json_atomic(run_dir / "results.json", results)
-    tracker.summary({f"final/{k}": v for k, v in metrics.items() if not math.isnan(v)})
-    tracker.finish()
-    return results
+def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """One GLUE job from a conf/finetune.yaml-shaped dict; returns the results.json object."""
+    return run_job(FinetuneConfig.from_dict(cfg), run_dir).to_json()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from convbert.report.schema import ModelInfo, ModelKey, Pretraining, ReportError, Result
 from convbert.report.tasks import (
@@ -19,6 +21,7 @@ from convbert.report.tasks import (
     order_tasks,
 )
 
+DEV_SELECTED_MARK = "§"  # hyper-parameters chosen on dev by a search
 # published rows sometimes give one number for a two-metric task without saying which metric it is
 REPORTED = "reported"
 
@@ -52,6 +55,7 @@ class Cell:
     values: dict[str, tuple[float, ...]] = field(default_factory=dict)
     missing_seeds: tuple[int, ...] = ()
     sources: tuple[str, ...] = ()  # results.json paths, aligned with seeds
+    dev_selected: bool = False  # hyper-parameters chosen on dev by a search: the dev score is optimistic
 
     def value(self, metric: str) -> float | None:
         s = self.stats.get(metric)
@@ -227,7 +231,8 @@ def _cell(task: str, results: list[Result], expected: tuple[int, ...]) -> Cell:
     metrics = [m for m in rs[0].metrics if all(m in r.metrics for r in rs)]  # reported + extras all runs have
     values = {m: tuple(r.metrics[m] for r in rs) for m in metrics}
     return Cell(task, {m: Stats.of(v) for m, v in values.items()}, seeds, values,
-                tuple(s for s in expected if s not in seeds), tuple(r.source for r in rs))
+                tuple(s for s in expected if s not in seeds), tuple(r.source for r in rs),
+                any(r.dev_selected for r in rs))
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -287,6 +292,40 @@ def _model_row(label: str, results: list[Result], seeds: tuple[int, ...] | None,
     return row, notes + compute_notes
 
 
+def best_trial(search_dir: str) -> dict | None:
+    """The best finished trial recorded in a search's search_summary.json (None: none yet / unreadable)."""
+    try:
+        summary = json.loads((Path(search_dir) / "search_summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    best = summary.get("best") if isinstance(summary, dict) else None
+    return best if isinstance(best, dict) and "number" in best else None
+
+
+def select_searches(results: Sequence[Result]) -> tuple[list[Result], list[str]]:
+    """Results of a hyper-parameter search: only its best trial's (one row per seed, like any run), noted with
+    the trial and its parameters; a search without a finished trial is left out."""
+    kept, best = [], {}
+    for r in results:
+        if r.search is None:
+            kept.append(r)
+            continue
+        d = str(r.search.get("dir"))
+        if d not in best:
+            best[d] = best_trial(d)
+        if best[d] is not None and r.search.get("trial") == best[d]["number"]:
+            kept.append(r)
+    notes = []
+    for d, b in best.items():
+        if b is None:
+            notes.append(f"search {d}: no finished trial in its search_summary.json; its results are left out")
+        else:
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
+            notes.append(f"{DEV_SELECTED_MARK} search {d}: best trial {b['number']} (objective {b['value']:.2f}; "
+                         f"{params}); hyper-parameters chosen on the dev set, so its dev scores are optimistic")
+    return kept, notes
+
+
 def _columns(results: Iterable[Result], tasks: Sequence[str] | None) -> tuple[str, ...]:
     if tasks is not None:
         unknown = [t for t in tasks if t not in TASKS]
@@ -310,6 +349,9 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
     """
     if not results:
         raise ReportError("no results to aggregate")
+    results, search_notes = select_searches(results)
+    if not results:
+        raise ReportError("no results to aggregate: " + "; ".join(search_notes))
     if duplicates not in ("latest", "error"):
         raise ReportError(f"duplicates must be 'latest' or 'error', got {duplicates!r}")
     expected = tuple(sorted(set(seeds))) if seeds is not None else None
@@ -322,6 +364,7 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
     for r in results:
         groups[r.model.key].append(r)
     labels, notes = _labels(groups)
+    notes += search_notes
     if left_out:
         notes.append(f"left out results of seed(s) {', '.join(map(str, left_out))}: not in seeds")
     columns = _columns(results, tasks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convbert.report.aggregate import AVERAGE_SHORT, REPORTED, Average, Row, Table
+from convbert.report.aggregate import AVERAGE_SHORT, DEV_SELECTED_MARK, REPORTED, Average, Row, Table
 from convbert.report.tasks import TASK_METRICS, metric_header
 
 MISSING = "–"
@@ -44,7 +44,7 @@ def cell_text(row: Row, task: str) -> str:
     text = "/".join(num(v, digits) for v in shown)
     if cell.missing_seeds:
         text += f" ({len(cell.seeds)}/{len(cell.seeds) + len(cell.missing_seeds)})"
-    return text
+    return text + (DEV_SELECTED_MARK if cell.dev_selected else "")
 
 
 def average_text(avg: Average) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from convbert.report.tasks import SIGNED_METRICS, TASK_METRICS, TASKS
@@ -31,6 +32,7 @@ class ModelInfo:
     init: str
     checkpoint_id: str
     vocab_id: str
+    init_kind: str | None = None  # run_dir | hf | random
 
     @property
     def key(self) -> ModelKey:
@@ -60,8 +62,27 @@ class Result:
     run_dir: str | None = None
     predictions_file: str | None = None
     dev_examples: tuple[int, int] | None = None  # (used, total); used < total: scored on part of dev
+    search: dict[str, Any] | None = None  # hyper-parameters chosen on dev by a search: {dir, trial, params, ...}
+    extras: dict[str, Any] = field(default_factory=dict)  # other results.json keys (history, hparams, files)
     source: str = "<memory>"  # the results.json it came from
     mtime: float = 0.0
+
+    @property
+    def dev_selected(self) -> bool:
+        """Hyper-parameters picked by their dev score: the dev score is then optimistic."""
+        return self.search is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The results.json object (what parse_result reads back)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("extras", "source", "mtime", "model", "pretraining", "dev_examples")}
+        out["model"] = {k: v for k, v in dataclasses.asdict(self.model).items() if v is not None}
+        out["pretraining"] = dataclasses.asdict(self.pretraining) if self.pretraining else None
+        if self.dev_examples is not None:
+            out["dev_examples"] = {"used": self.dev_examples[0], "total": self.dev_examples[1]}
+        if self.search is None:
+            del out["search"]
+        return {**out, **self.extras}
 
 
 def _fail(source: str, key: str, problem: str) -> ReportError:
@@ -127,6 +148,7 @@ def _model(obj: dict, source: str) -> ModelInfo:
     raw = _object(obj, "model", source)
     fields = {k: _string(raw, k, source, "model.", required=True)
               for k in ("name", "preset", "attention", "init", "checkpoint_id", "vocab_id")}
+    fields["init_kind"] = _string(raw, "init_kind", source, "model.", required=False)
     if fields["attention"] not in ("mixed", "self"):
         raise _fail(source, "model.attention", f"expected 'mixed' or 'self', got {fields['attention']!r}")
     return ModelInfo(**fields)
@@ -159,6 +181,16 @@ def _dev_examples(obj: dict, source: str) -> tuple[int, int] | None:
     return used, total
 
 
+def _search(obj: dict, source: str) -> dict | None:
+    raw = obj.get("search")
+    if raw is not None and not isinstance(raw, dict):
+        raise _fail(source, "search", f"expected an object or null, got {type(raw).__name__}")
+    return raw
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Result)}
+
+
 def parse_result(obj: Any, source: str = "<memory>", mtime: float = 0.0) -> Result:
     """Validate one decoded results.json; raise ReportError naming the file and key on any problem."""
     if not isinstance(obj, dict):
@@ -180,6 +212,8 @@ def parse_result(obj: Any, source: str = "<memory>", mtime: float = 0.0) -> Resu
         run_dir=_string(obj, "run_dir", source, required=False),
         predictions_file=_string(obj, "predictions_file", source, required=False),
         dev_examples=_dev_examples(obj, source),
+        search=_search(obj, source),
+        extras={k: v for k, v in obj.items() if k not in _FIELDS},
         source=source,
         mtime=mtime,
     )

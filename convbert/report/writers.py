@@ -50,26 +50,18 @@ def _md_stats(table: Table) -> list[str]:
     return _md_table(head, rows)
 
 
-def _significance(flag: bool | None) -> str:
-    return {True: "yes", False: "no", None: "n/a (< 2 seeds)"}[flag]
-
-
 def _md_comparison(c: Comparison) -> list[str]:
     pct = f"{100 * c.confidence:g}%"
-    head = ["Task", "Metric", c.a, c.b, f"{c.a} − {c.b}", f"{pct} CI", "significant", "n (a/b)"]
+    head = ["Task", "Metric", c.a, c.b, f"{c.a} − {c.b}", "p", f"{pct} CI", "significant", "n (a/b)"]
     rows = []
     for d in c.rows:
         title = AVERAGE_SHORT.get(d.task) or TASK_TITLES[d.task]
         ci = MISSING if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
         diff = MISSING if d.diff is None else f"{d.diff:+.2f}"
-        rows.append([title, d.metric, num(d.a, 2), num(d.b, 2), diff, ci, _significance(d.significant),
-                     f"{d.n_a}/{d.n_b}"])
-    return [f"## Comparison: {c.a} vs {c.b}", "",
-            f"Difference of medians over seeds ({c.a} − {c.b}), {pct} percentile-bootstrap CI from "
-            f"{c.n_boot} "
-            f"resamples of each model's seeds (resampled independently, rng seed {c.seed}); significant = CI "
-            "excludes 0. With few seeds the interval is coarse; no correction for testing many tasks.", ""
-            ] + _md_table(head, rows)
+        p = MISSING if d.p_value is None else f"{d.p_value:.3g}"
+        sig = d.note or {True: "yes", False: "no"}[d.significant]
+        rows.append([title, d.metric, num(d.a, 2), num(d.b, 2), diff, p, ci, sig, f"{d.n_a}/{d.n_b}"])
+    return [f"## Comparison: {c.a} vs {c.b}", "", f"Method: {c.method}.", ""] + _md_table(head, rows)
 
 
 def _md_models(table: Table) -> list[str]:
@@ -170,10 +162,10 @@ def runs_csv(table: Table) -> str:
 
 
 def comparison_csv(c: Comparison) -> str:
-    header = ["a", "b", "task", "metric", "median_a", "median_b", "diff", "ci_low", "ci_high", "confidence",
-              "significant", "n_a", "n_b", "n_boot"]
-    rows = [[c.a, c.b, d.task, d.metric, d.a, d.b, d.diff, d.low, d.high, c.confidence, d.significant,
-             d.n_a, d.n_b, c.n_boot] for d in c.rows]
+    header = ["a", "b", "task", "metric", "median_a", "median_b", "diff", "p_value", "ci_low", "ci_high",
+              "confidence", "significant", "note", "n_a", "n_b", "n_boot"]
+    rows = [[c.a, c.b, d.task, d.metric, d.a, d.b, d.diff, d.p_value, d.low, d.high, c.confidence, d.significant,
+             d.note, d.n_a, d.n_b, c.n_boot] for d in c.rows]
     return _csv(header, rows)
 
 

@@ -12,6 +12,9 @@ iff odds > threshold).
 Scores are percentages (0-100). A question without a prediction scores 0 and is counted in `missing`.
 
 Command line: python -m convbert.squad.scoring DATA.json PREDS.json [--null-odds ODDS.json] [--threshold T]
+The files are checked first (`check_predictions`): an object of question id -> answer text (odds: -> number);
+ids that are not questions of DATA.json are counted and named on stderr (and ignored); a file matching none of
+them is an error, as is a non-string answer.
 """
 
 from __future__ import annotations
@@ -170,6 +173,37 @@ def gold_from_squad_json(data: Mapping) -> tuple[dict[str, list[str]], str]:
     return gold, version
 
 
+def _examples(ids: Sequence[str], k: int = 3) -> str:
+    return ", ".join(repr(q) for q in list(ids)[:k]) + (", ..." if len(ids) > k else "")
+
+
+def check_predictions(preds: object, gold: Mapping[str, Sequence[str]], source: str, numbers: bool = False
+                      ) -> tuple[dict, list[str], list[str]]:
+    """Validate a predictions (or, with numbers, null-odds) file's content against the gold questions.
+
+    Returns (the predictions for gold questions, foreign ids, missing ids); raises ValueError naming the file
+    for a non-object, a value of the wrong type, or ids that match none of the questions."""
+    kind = "numbers" if numbers else "strings"
+    if not isinstance(preds, dict):
+        what = "no-answer odds (number)" if numbers else "answer text"
+        raise ValueError(f"{source}: expected a JSON object of question id -> {what}, got {type(preds).__name__}")
+
+    def wrong(v: object) -> bool:
+        return not isinstance(v, int | float) or isinstance(v, bool) if numbers else not isinstance(v, str)
+
+    bad = [q for q, v in preds.items() if wrong(v)]
+    if bad:
+        v = preds[bad[0]]
+        raise ValueError(f"{source}: {len(bad)} value(s) are not {kind} (e.g. id {bad[0]!r}: "
+                         f"{type(v).__name__} {v!r})")
+    foreign = [q for q in preds if q not in gold]
+    if preds and len(foreign) == len(preds) or not preds and gold:
+        raise ValueError(f"{source}: none of its {len(preds)} ids are questions of the dataset ({len(gold)} "
+                         f"questions, e.g. {_examples(list(gold))}); is it the predictions file of another dataset?")
+    missing = [q for q in gold if q not in preds]
+    return {q: v for q, v in preds.items() if q in gold}, foreign, missing
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description="Score SQuAD predictions (official rules).")
     p.add_argument("data_file")
@@ -178,12 +212,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     p.add_argument("--threshold", type=float, default=None, help="predict '' where odds > threshold")
     args = p.parse_args(argv)
     gold, version = gold_from_squad_json(read_json(args.data_file))
-    preds = read_json(args.pred_file)
+    preds, foreign, missing = check_predictions(read_json(args.pred_file), gold, args.pred_file)
+    for what, ids in (("not questions of " + args.data_file, foreign), ("missing (scored 0)", missing)):
+        if ids:
+            print(f"{args.pred_file}: {len(ids)} id(s) {what}: {_examples(ids)}", file=sys.stderr)
     if version == "1.1":
         out = score_squad_v1(gold, preds)
     else:
-        odds = read_json(args.null_odds) if args.null_odds else None
+        odds = None
+        if args.null_odds:
+            odds = check_predictions(read_json(args.null_odds), gold, args.null_odds, numbers=True)[0]
         out = score_squad_v2(gold, preds, odds, args.threshold)
+    out["foreign"] = len(foreign)
     json.dump({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in out.items()},
               sys.stdout, indent=2)
     print()
@@ -191,4 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as e:  # a clear one-line message (exit status 1), not a traceback
+        sys.exit(f"error: {e}")

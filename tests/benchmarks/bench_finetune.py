@@ -54,9 +54,10 @@ def peak_rss_mb() -> float:
 
 def run_ours(args) -> dict:
     from convbert.config import ConvBertConfig
-    from convbert.finetune import FinetuneHParams, fit
+    from convbert.finetune import TrainerConfig, fit
     from convbert.glue.features import Features, LengthBucketSampler, collate
     from convbert.model import ConvBertForSequenceClassification
+    from convbert.train.optim import OptimConfig
 
     config = ConvBertConfig.from_preset(args.preset)
     ids, labels = make_batches(args, config.vocab_size)
@@ -73,10 +74,11 @@ def run_ours(args) -> dict:
         return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
                                                  b["labels"])
 
-    hp = FinetuneHParams(lr=3e-4, epochs=1, precision="fp32", max_steps=args.warmup)
-    fit(model, batches, len(sampler), loss_fn, hp, torch.device("cpu"))  # warm-up (allocator, kernels)
-    hp.max_steps = args.steps
-    res = fit(model, batches, len(sampler), loss_fn, hp, torch.device("cpu"))
+    optim = OptimConfig(lr=3e-4, warmup_fraction=0.1, layer_decay=0.8)  # the fine-tuning recipe
+    trainer = TrainerConfig(epochs=1, precision="fp32", max_steps=args.warmup)
+    fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))  # warm-up (allocator, kernels)
+    trainer.max_steps = args.steps
+    res = fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))
     return {"examples_per_s": res.examples_seen / res.train_time_s, "steps": res.steps,
             "mean_length": float(np.mean(feats.lengths))}
 

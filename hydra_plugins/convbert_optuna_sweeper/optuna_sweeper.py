@@ -1,0 +1,147 @@
+"""Hyper-parameter search as a Hydra sweep, on current Optuna: `-m hparams_search=glue_lr` (conf/hparams_search).
+
+Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna<3, i.e. Optuna 2.10 (2021), whose SQLite
+storage fails against SQLAlchemy 2 (what pip installs beside it today: the study cannot even be created) and
+would need SQLAlchemy<2 and an alembic of that era pinned into our environment. This sweeper keeps its config
+shape (direction, n_trials, n_jobs, storage, study_name, sampler seed, `params` in Hydra's override grammar:
+`interval(a, b)`, `tag(log, interval(a, b))`, `tag(int, interval(a, b))`, `choice(...)`, `range(...)`).
+
+- Search dimensions: `params` from the config plus sweep overrides on the command line (`optim.lr=choice(...)`);
+  plain overrides are fixed in every trial.
+- Trial n is Hydra job n, so its job dir is the same when a search continues.
+- The study lives in <sweep dir>/optuna.db (unless storage is set): rerunning the command with the same
+  hydra.sweep.dir continues it. Trials left running by an interrupted search are launched again with their
+  parameters (their jobs resume from their checkpoints and reuse finished seeds), then new trials are asked until
+  n_trials have finished.
+- After every trial, <sweep dir>/search_summary.json: every trial (number, state, value, params, job dir) and
+  the best one. A trial whose job fails, or returns no finite value, is marked failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def distribution(override: Override) -> optuna.distributions.BaseDistribution:
+    """An Optuna distribution from a Hydra sweep override."""
+    sweep = override.value()
+    if isinstance(sweep, ChoiceSweep):
+        return optuna.distributions.CategoricalDistribution(list(sweep.list))
+    if isinstance(sweep, RangeSweep):
+        return optuna.distributions.CategoricalDistribution(list(range(int(sweep.start), int(sweep.stop),
+                                                                       int(sweep.step))))
+    if isinstance(sweep, IntervalSweep):
+        log_scale = "log" in sweep.tags
+        if "int" in sweep.tags:
+            return optuna.distributions.IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
+        return optuna.distributions.FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+    raise ValueError(f"{override.input_line}: not a search dimension (choice, range or interval)")
+
+
+def _flatten(params: Any, prefix: str = "") -> dict[str, str]:
+    """{'optim': {'lr': 'interval(..)'}} or {'optim.lr': ...} -> {'optim.lr': 'interval(..)'}."""
+    out: dict[str, str] = {}
+    for k, v in (params or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v)
+    return out
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, direction: str = "maximize", n_trials: int = 20, n_jobs: int = 1, storage: str | None = None,
+                 study_name: str | None = None, seed: int = 0, params: Any = None) -> None:
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
+        if n_trials < 1 or n_jobs < 1:
+            raise ValueError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {n_trials} and {n_jobs}")
+        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
+        self.storage, self.study_name, self.seed = storage, study_name, seed
+        self.params = _flatten(OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig)
+                               else params)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def _space(self, arguments: list[str]) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[str]]:
+        parser = OverridesParser.create()
+        dims = {o.get_key_element(): distribution(o)
+                for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])}
+        fixed = []
+        for o in parser.parse_overrides(arguments):
+            if o.is_sweep_override():
+                dims[o.get_key_element()] = distribution(o)
+            else:
+                fixed.append(o.input_line)
+                dims.pop(o.get_key_element(), None)  # fixed on the command line: not searched
+        if not dims:
+            raise ValueError("hyper-parameter search without search dimensions: set hydra.sweeper.params")
+        return dims, fixed
+
+    def sweep(self, arguments: list[str]) -> None:
+        sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        dims, fixed = self._space(arguments)
+        storage = self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+        study = optuna.create_study(study_name=self.study_name or sweep_dir.name, storage=storage,
+                                    direction=self.direction, load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=self.seed))
+        T = optuna.trial.TrialState
+        interrupted = [t for t in study.get_trials(deepcopy=False) if t.state in (T.RUNNING, T.WAITING)]
+        if interrupted:
+            log.info("continuing %s: relaunching interrupted trial(s) %s", storage, [t.number for t in interrupted])
+            for t in interrupted:
+                self._run(study, [t], dims, fixed, sweep_dir)
+        while (done := sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))) < self.n_trials:
+            batch = [study.ask(dims) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            self._run(study, batch, dims, fixed, sweep_dir)
+        log.info("search done: %s", sweep_dir / "search_summary.json")
+
+    def _run(self, study: optuna.Study, trials: list, dims: dict, fixed: list[str], sweep_dir: Path) -> None:
+        overrides = [fixed + [f"{k}={t.params[k]}" for k in dims] for t in trials]
+        # trials of one batch have consecutive numbers (one process asks); job n = trial n keeps job dirs stable
+        returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+        for t, ret in zip(trials, returns, strict=True):
+            job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
+            study._storage.set_trial_user_attr(t._trial_id, "job_dir", job_dir)
+            value = ret.return_value if ret.status == JobStatus.COMPLETED else None
+            if value is None or not math.isfinite(float(value)):
+                log.warning("trial %d failed (%s)", t.number, ret._return_value if ret.status != JobStatus.COMPLETED
+                            else f"objective {value}")
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(t.number, float(value))
+            self._summary(study, sweep_dir, dims)
+
+    def _summary(self, study: optuna.Study, sweep_dir: Path, dims: dict) -> None:
+        trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                   "job_dir": t.user_attrs.get("job_dir")} for t in study.get_trials(deepcopy=False)]
+        complete = [t for t in trials if t["state"] == "COMPLETE"]
+        best = (max if self.direction == "maximize" else min)(complete, key=lambda t: t["value"]) if complete else None
+        summary = {"study": study.study_name, "direction": self.direction, "n_trials": self.n_trials,
+                   "finished": sum(t["state"] in ("COMPLETE", "FAIL") for t in trials),
+                   "space": {k: repr(d) for k, d in dims.items()}, "best": best, "trials": trials,
+                   "note": "hyper-parameters chosen on the dev set: the best dev score is optimistic"}
+        tmp = sweep_dir / f".search_summary.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, sweep_dir / "search_summary.json")

@@ -1,0 +1,89 @@
+"""conf/finetune.yaml: grouped keys, struct mode (unknown keys fail naming them and the valid ones), old
+spellings mapped with a warning, and job dirs that name the init (three sweeps started together never collide)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+import pipelines.finetune  # noqa: F401  (registers the init_name resolver)
+from convbert.config import ConfigError
+from convbert.finetune import FinetuneConfig, task_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def composed(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("finetune", overrides=["paths.root=/r", *overrides], return_hydra_config=hydra)
+
+
+def job(*overrides: str) -> FinetuneConfig:
+    cfg = OmegaConf.to_container(composed(*overrides), resolve=True)
+    job = FinetuneConfig.from_dict(cfg)
+    task_adapter(job)
+    return job
+
+
+def test_groups_and_one_spelling_per_knob():
+    j = job("task=squad1", "task.max_length=384", "optim.lr=1e-4", "optim.bias_correction=true",
+            "model.hidden_dropout_prob=0.2", "trainer.batch_size=16", "data.dir=/squad")
+    assert j.task["max_length"] == 384 and j.optim.lr == 1e-4 and j.optim.bias_correction
+    assert j.model.overrides == {"hidden_dropout_prob": 0.2} and j.trainer.batch_size == 16 and j.data.dir == "/squad"
+    g = job("task=rte")
+    assert g.task["max_length"] == 128 and g.optim.lr is None and g.optim.layer_decay == 0.8
+    assert g.optim.warmup_fraction == 0.1 and g.trainer.epochs is None and g.model.overrides == {}
+
+
+@pytest.mark.parametrize("override, key, valid", [
+    ("+lrr=1", "lrr", "optim"), ("+task.epoch=3", "epoch", "double_unordered"),
+    ("+trainer.batchsize=3", "batchsize", "batch_size"), ("+model.hiden_size=3", "hiden_size", "hidden_size"),
+    ("+optim.lrr=1", "lrr", "layer_decay"), ("+data.glue=1", "glue", "hub_path"),
+])
+def test_unknown_keys_fail_naming_them_and_the_valid_keys(override, key, valid):
+    with pytest.raises(ConfigError, match=rf"unknown .*'{key}'.*valid keys: .*{valid}"):
+        job(override)
+
+
+def test_unknown_key_without_plus_fails_in_hydra():
+    with pytest.raises(Exception, match="epoch"):
+        composed("task.epoch=3")
+
+
+def test_old_spellings_still_work_with_a_warning():
+    with pytest.warns(FutureWarning, match="'lr' is deprecated.*'optim.lr'"):
+        j = job("lr=1e-4", "max_length=64", "batch_size=8", "glue_dir=/glue", "model_overrides={attention: self}",
+                "adam_bias_correction=true")
+    assert j.optim.lr == 1e-4 and j.task["max_length"] == 64 and j.trainer.batch_size == 8
+    assert j.data.dir == "/glue" and j.model.overrides == {"attention": "self"} and j.optim.bias_correction
+
+
+def resolved_dirs(*overrides: str) -> tuple[str, str]:
+    cfg = composed(*overrides, hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    return OmegaConf.select(cfg, "hydra.run.dir"), OmegaConf.select(cfg, "hydra.sweep.dir")
+
+
+def test_job_dirs_name_the_init_and_three_inits_do_not_collide():
+    run, sweep = resolved_dirs("task=rte", "seed=2", "init=/ckpt/runs/pretrain/small-mixed")
+    assert run == "/r/runs/finetune/small-mixed/rte/seed2"
+    assert sweep.startswith("/r/runs/finetune/small-mixed/multirun/")
+    sweeps = {resolved_dirs(f"init={init}")[1]
+              for init in ("/x/runs/pretrain/a", "/x/runs/pretrain/b/hf", "YituTech/conv-bert-small")}
+    assert len(sweeps) == 3 and {Path(s).parts[4] for s in sweeps} == {"a", "b", "conv-bert-small"}
+    assert resolved_dirs("init=null", "model.preset=tiny")[0] == "/r/runs/finetune/random-tiny/sst2/seed1"
+    assert resolved_dirs("paths.runs_dir=/elsewhere", "init=/x/a")[0] == "/elsewhere/finetune/a/sst2/seed1"
+
+
+def test_cli_rejects_a_typo_before_any_work(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "pipelines.finetune", "task=rte", "+task.epoch=3",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode != 0 and "unknown task config key(s) ['epoch']" in p.stderr and "epochs" in p.stderr
+    assert not (tmp_path / "run" / "failed.json").exists() and not (tmp_path / "run" / "job.json").exists()

@@ -1,0 +1,139 @@
+"""Resumable fine-tuning jobs: SIGTERM and kill -9 mid-epoch, then the same command again, give the results of
+an uninterrupted job (bit-identical on CPU) with each step logged once; a live job's dir is refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
+
+from convbert.train.signals import PREEMPTED_EXIT_CODE
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 100  # 200 RTE pairs, batches of 2: long enough to land a signal mid-epoch
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    write_glue_dir(root / "glue", make_benchmark(n_train=200, n_dev=8, n_test=4), tasks=["rte"])
+    write_pretrained_run_dir(root / "pretrain")
+    return root
+
+
+def command(env: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "pipelines.finetune", "task=rte", f"init={env / 'pretrain'}",
+            f"data.dir={env / 'glue'}", "task.max_length=32", "trainer.batch_size=2", "trainer.epochs=2",
+            "trainer.threads=1", "trainer.log_every=1", "trainer.device=cpu", "tracking.mode=disabled",
+            f"hydra.run.dir={run_dir}"]
+
+
+ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def run(env: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command(env, run_dir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def steps_logged(run_dir: Path) -> int:
+    try:
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum('"train/loss"' in r for r in rows)
+
+
+def interrupt(env: Path, run_dir: Path, sig: int, after_step: int) -> int:
+    """Start the job, send `sig` once it has logged `after_step` steps; its exit code."""
+    proc = subprocess.Popen(command(env, run_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while steps_logged(run_dir) < after_step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)  # freeze it where it is, to check that the signal lands mid-epoch
+    time.sleep(0.1)
+    n = steps_logged(run_dir)
+    assert n % STEPS_PER_EPOCH and n < 2 * STEPS_PER_EPOCH, f"the signal would land at step {n}, not mid-epoch"
+    proc.send_signal(sig)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert not (run_dir / "results.json").exists(), "the job finished before the signal: make it longer"
+    return proc.returncode, err
+
+
+def train_rows(run_dir: Path) -> list[int]:
+    rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "train/loss" in r]
+
+
+def reference(env: Path, run_dir: Path) -> dict:
+    """The same job uninterrupted, in this process (the config the command composes, spelled out)."""
+    import torch
+
+    from convbert.glue.run import run as run_glue
+
+    cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
+           "data": {"dir": str(env / "glue")}, "tracking": {"mode": "disabled"},
+           "trainer": {"batch_size": 2, "epochs": 2, "threads": 1, "log_every": 1, "device": "cpu"}}
+    threads = torch.get_num_threads()
+    try:
+        return run_glue(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results(env, tmp_path):
+    run_dir = tmp_path / "run"
+    rc, err = interrupt(env, run_dir, signal.SIGTERM, 30)
+    # SIGTERM: finishes its step, checkpoints mid-epoch, exits "preempted" (no failure recorded)
+    assert rc == PREEMPTED_EXIT_CODE, err[-3000:]
+    assert "SIGTERM received" in err and not (run_dir / "failed.json").exists()
+    (ckpt,) = (run_dir / "checkpoint").iterdir()
+    assert int(ckpt.stem.split("_")[1]) % STEPS_PER_EPOCH != 0  # mid-epoch
+    # resumed, then kill -9 in epoch 2: back to the epoch-1 checkpoint, with a lock whose owner is gone
+    rc, err = interrupt(env, run_dir, signal.SIGKILL, STEPS_PER_EPOCH + 30)
+    assert rc == -signal.SIGKILL and (run_dir / ".lock").exists()
+    assert steps_logged(run_dir) > STEPS_PER_EPOCH
+    p = run(env, run_dir)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["resumed_from_step"] == STEPS_PER_EPOCH
+    ref = reference(env, tmp_path / "uninterrupted")
+    assert res["metrics"] == ref["metrics"]  # bit-identical on CPU
+    assert res["history"] == ref["history"] and res["steps"] == ref["steps"] == 2 * STEPS_PER_EPOCH
+    assert res["examples_seen"] == ref["examples_seen"]
+    assert train_rows(run_dir) == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # each step once
+    assert (run_dir / "dev_predictions.tsv").read_text() == Path(ref["predictions_file"]).read_text()
+    assert not (run_dir / "checkpoint").exists() and not (run_dir / ".lock").exists()
+    job = json.loads((run_dir / "job.json").read_text())
+    assert job["task"] == "rte" and job["seed"] == 1 and job["init_name"] == "pretrain"
+    assert job["settings"]["trainer"]["batch_size"] == 2
+
+
+def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
+    from convbert.config import ConfigError
+    from convbert.finetune import FinetuneConfig, JobDone, run_job
+    from convbert.train.lock import DirLock, DirLockedError
+
+    cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
+           "data": {"dir": str(env / "glue")}, "trainer": {"batch_size": 2, "epochs": 1, "threads": 1}}
+    run_dir = tmp_path / "run"
+    with DirLock(run_dir, "fine-tuning job"):  # a live job (this process) holds the dir
+        p = run(env, run_dir)
+    assert p.returncode != 0 and "in use by another fine-tuning job" in p.stderr
+    assert not (run_dir / "failed.json").exists()  # the refusal leaves the live job's dir alone
+    with DirLock(run_dir, "fine-tuning job"), pytest.raises(DirLockedError, match=f"pid {os.getpid()}"):
+        run_job(FinetuneConfig.from_dict(cfg), run_dir)
+    (run_dir / "job.json").write_text(json.dumps(
+        {"init": cfg["init"], "init_name": "pretrain", "task": "rte", "seed": 1,
+         "settings": FinetuneConfig.from_dict({**cfg, "optim": {"lr": 1e-4}}).settings()}))
+    with pytest.raises(ConfigError, match=r"other settings \(settings.optim.lr: 0.0001 -> None"):
+        run_job(FinetuneConfig.from_dict(cfg), run_dir)
+    (run_dir / "results.json").write_text("{}")
+    with pytest.raises(JobDone, match="already holds the results.json"):
+        run_job(FinetuneConfig.from_dict(cfg), run_dir)
