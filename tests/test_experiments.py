@@ -8,13 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import compose_resolved, run_entry
 from glue_fixtures import make_benchmark, write_glue_dir
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from convbert.glue.run import run as finetune_run
-from convbert.pretrain import run as pretrain_run
-from pipelines.table import run as table_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -33,11 +28,6 @@ TINY_FINETUNE = ["task=rte", "task.max_length=32", "trainer.batch_size=8", "trai
 SEEDS = (1, 2)
 
 
-def compose_plain(config: str, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config, overrides=overrides), resolve=True)
-
-
 def test_experiments_are_the_expected_pairs():
     assert {"convbert-small", "electra-small", "convbert-base", "electra-base", "tiny", "tiny-electra"} <= set(
         EXPERIMENTS)
@@ -50,21 +40,22 @@ def test_experiments_are_the_expected_pairs():
 def test_every_experiment_pretrains_finetunes_and_reaches_the_table(tmp_path):
     glue = write_glue_dir(tmp_path / "glue", make_benchmark(n_train=24, n_dev=12, n_test=6), tasks=["rte"])
     for name in EXPERIMENTS:
-        cfg = compose_plain("pretrain", [f"experiment={name}", *TINY_PRETRAIN, f"name={name}",
-                                         f"data_dir={tmp_path / 'data'}"])
+        overrides = [f"experiment={name}", *TINY_PRETRAIN, f"name={name}", f"data_dir={tmp_path / 'data'}"]
         run_dir = tmp_path / "pretrain" / name
-        summary = pretrain_run(cfg, run_dir)
+        attention = compose_resolved("pretrain", overrides, run_dir=run_dir)["model"]["attention"]
+        run_entry("pretrain", *overrides, run_dir=run_dir)
+        summary = json.loads((run_dir / "pretrain_summary.json").read_text())
         assert summary["steps"] == 2 and (run_dir / "hf" / "model.safetensors").is_file(), name
         exported = json.loads((run_dir / "hf" / "config.json").read_text())
-        assert exported["model_type"] == ("convbert" if cfg["model"]["attention"] == "mixed" else "electra"), name
+        assert exported["model_type"] == ("convbert" if attention == "mixed" else "electra"), name
         for seed in SEEDS:
-            ft = compose_plain("finetune", [*TINY_FINETUNE, f"init={run_dir}", f"data.dir={glue}", f"seed={seed}"])
-            results = finetune_run(ft, tmp_path / "finetune" / name / f"rte-seed{seed}")
-            assert results["model"]["attention"] == cfg["model"]["attention"], name
+            job = tmp_path / "finetune" / name / f"rte-seed{seed}"
+            run_entry("finetune", *TINY_FINETUNE, f"init={run_dir}", f"data.dir={glue}", f"seed={seed}", run_dir=job)
+            results = json.loads((job / "results.json").read_text())
+            assert results["model"]["attention"] == attention, name
 
-    table = compose_plain("table", [f"runs_dir={tmp_path / 'finetune'}", f"output_dir={tmp_path / 'table'}",
-                                    "compare=[convbert-small,electra-small]", "formats=[md,csv]"])
-    table_run(OmegaConf.create(table))
+    run_entry("table", f"runs_dir={tmp_path / 'finetune'}", f"output_dir={tmp_path / 'table'}",
+              "compare=[convbert-small,electra-small]", "formats=[md,csv]", run_dir=tmp_path / "table")
     md = (tmp_path / "table" / "table.md").read_text()
     for name in EXPERIMENTS:
         assert name in md, name

@@ -9,16 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_entry
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from convbert.data.tokenizer import save
-from convbert.glue.run import run as finetune_run
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def released_dir(root: Path, kind: str) -> Path:
@@ -40,15 +37,13 @@ def released_dir(root: Path, kind: str) -> Path:
 @pytest.mark.slow
 def test_released_electra_and_convbert_checkpoints_fine_tune(tmp_path):
     glue = write_glue_dir(tmp_path / "glue", make_benchmark(n_train=24, n_dev=12, n_test=6), tasks=["mrpc"])
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for name, kind in (("electra-small-discriminator", "electra"), ("conv-bert-small", "convbert")):
-            init = released_dir(tmp_path / name, kind)
-            cfg = compose("finetune", overrides=[
-                "task=mrpc", f"init={init}", f"data.dir={glue}", "task.max_length=32", "trainer.batch_size=8",
-                "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false"])
-            results = finetune_run(OmegaConf.to_container(cfg, resolve=True), tmp_path / "ft" / name)
-            model = results["model"]
-            assert model["name"] == name and model["preset"] == "small"
-            assert model["attention"] == ("self" if kind == "electra" else "mixed")
-            saved = json.loads((tmp_path / "ft" / name / "results.json").read_text())
-            assert set(saved["metrics"]) == {"accuracy", "f1"}
+    for name, kind in (("electra-small-discriminator", "electra"), ("conv-bert-small", "convbert")):
+        init, job = released_dir(tmp_path / name, kind), tmp_path / "ft" / name
+        run_entry("finetune", "task=mrpc", f"init={init}", f"data.dir={glue}", "task.max_length=32",
+                  "trainer.batch_size=8", "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled",
+                  "data.predict_test=false", run_dir=job)
+        results = json.loads((job / "results.json").read_text())
+        model = results["model"]
+        assert model["name"] == name and model["preset"] == "small"
+        assert model["attention"] == ("self" if kind == "electra" else "mixed")
+        assert set(results["metrics"]) == {"accuracy", "f1"}
