@@ -1,4 +1,7 @@
-"""ELECTRA-style pretraining: `python -m pipelines.pretrain [overrides]` / `make pretrain` / torchrun / srun."""
+"""ELECTRA-style pretraining: `python -m pipelines.pretrain [overrides]` / `make pretrain` / torchrun / srun.
+
+Exit status 0: finished (or this job's trainer.stop_after reached); 75 (convbert.pretrain.PREEMPTED_EXIT_CODE):
+stopped by SIGTERM/SIGUSR1/SIGINT after writing a checkpoint, rerun the same command to resume."""
 
 from __future__ import annotations
 
@@ -8,17 +11,24 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.pretrain import run
+from convbert.pretrain import Preempted, run
 from convbert.train.dist import launch_env
 
 
 @hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+    except Preempted as stop:
+        if launch_env()[0] == 0:
+            print(stop.message, file=sys.stderr, flush=True)
+        raise
     if launch_env()[0] == 0:
         metrics = summary.get("final_metrics", {})
+        held = summary.get("heldout_metrics", {})
         print(f"done: {summary['steps']} steps, {summary['tokens']} tokens, "
-              + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+              + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+              + "".join(f"; held-out {k}={v:.4g}" for k, v in held.items() if isinstance(v, float)))
 
 
 if __name__ == "__main__":
