@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> None:
     try:
         summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
     except Preempted as stop:
-        if launch_env()[0] == 0:
-            print(stop.message, file=sys.stderr, flush=True)
+        rank = launch_env()[0]
+        print(f"rank {rank}: {stop.message}" if rank else stop.message, file=sys.stderr, flush=True)
         raise
     if launch_env()[0] == 0:
         metrics = summary.get("final_metrics", {})

@@ -40,7 +40,6 @@ from convbert.pretrain.config import (
     PretrainConfig,
     parse_config,
     saved_settings,
-    upgrade_settings,
 )
 from convbert.pretrain.evaluate import HeldOutEval
 from convbert.pretrain.state import TrainState
@@ -65,7 +64,7 @@ class ExportError(RuntimeError):
 def check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], run_dir: Path) -> None:
     """Refuse to resume a run under settings that differ from its config.json (other than
     MAY_CHANGE_ON_RESUME), naming every differing key. Both sides are compared in today's spelling."""
-    diff = settings_changes(saved_settings(saved), upgrade_settings(cfg), MAY_CHANGE_ON_RESUME)
+    diff = settings_changes(saved_settings(saved), saved_settings(cfg), MAY_CHANGE_ON_RESUME)
     if diff:
         raise ConfigError(f"{run_dir} holds a run with other settings ({diff}). Resume it with its own settings "
                           "(config.json there), or start a new run with name=<new name>.")
