@@ -315,3 +315,14 @@ def test_wandb_offline_run_is_recorded(tmp_path, data_dir):
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (run_dir / "wandb_id.txt").read_text().strip() in runs[0].name
+
+
+def test_sweep_jobs_get_their_own_run_dirs(tmp_path, data_dir):
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.pretrain", "-m", "optim.lr=1e-3,3e-4", *TINY,
+                           "trainer.max_steps=1", "trainer.eval_examples=0", f"data_dir={data_dir}",
+                           f"paths.runs_dir={runs}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in runs.glob("pretrain/multirun/*/*/config.json"))
+    assert [p.name for p in jobs] == ["tiny-mixed-pydocs-0", "tiny-mixed-pydocs-1"]
+    assert [json.loads((p / "config.json").read_text())["optim"]["lr"] for p in jobs] == [1e-3, 3e-4]
