@@ -372,8 +372,8 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             check_writable(run_dir)
             stack.enter_context(DirLock(run_dir, "pretraining run"))
         check_run_dir(c, run_dir)
+        path = prepare_data(c, info)  # a signal here ends the job at once: nothing to checkpoint yet
         stop = stack.enter_context(StopRequest())
-        path = prepare_data(c, info)
         return _run(c, info, run_dir, path, micro, stop, stack)
 
 
