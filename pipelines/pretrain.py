@@ -13,12 +13,37 @@ import sys
 # PASSIVE. Set before torch loads its OpenMP runtime; an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from pathlib import Path
+from typing import Any
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.pretrain import Preempted, run
 from convbert.train.dist import launch_env
+
+
+class RunDirCheck(Callback):
+    """Names an unwritable run dir before Hydra tries to create it (conf/pretrain.yaml hydra.callbacks)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_creatable(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_creatable(Path(config.hydra.sweep.dir))
+
+
+def _check_creatable(run_dir: Path) -> None:
+    existing = run_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is not a directory" if not existing.is_dir() else "is not writable"
+        # SystemExit: Hydra turns a callback's exceptions into warnings and would go on to fail itself
+        sys.exit(f"error: run dir {run_dir} cannot be created: {existing} {why}; choose another hydra.run.dir "
+                 "or paths.runs_dir")
 
 
 @hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")

@@ -326,3 +326,11 @@ def test_sweep_jobs_get_their_own_run_dirs(tmp_path, data_dir):
     jobs = sorted(p.parent for p in runs.glob("pretrain/multirun/*/*/config.json"))
     assert [p.name for p in jobs] == ["tiny-mixed-pydocs-0", "tiny-mixed-pydocs-1"]
     assert [json.loads((p / "config.json").read_text())["optim"]["lr"] for p in jobs] == [1e-3, 3e-4]
+
+
+def test_run_dir_that_cannot_be_created_is_named_before_hydra_fails(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = pretrain(blocker / "run", data_dir, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: run dir {blocker / 'run'} cannot be created: {blocker} is not a directory")
