@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 
 from convbert.config import ConfigError
 from convbert.model import ConvBertModel
-from convbert.pretrain import PREEMPTED_EXIT_CODE, TrainerConfig, check_resume_config, check_writable, run
+from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable, run
 from convbert.train import load_checkpoint
 from convbert.train.lock import DirLock, DirLockedError
 
@@ -142,8 +143,15 @@ def test_finished_run_rerun_retries_only_the_export(tmp_path, data_dir, capsys):
     train(run, data_dir, "trainer.max_steps=2", "trainer.ckpt_every=2")
     ckpt = (run / "checkpoints" / "step_00000002.pt").read_bytes()
     before = rows(run)
-    for f in ("hf/model.safetensors", "pretrain_summary.json", "loss.png"):
+    for f in ("pretrain_summary.json", "loss.png"):
         (run / f).unlink()
+    shutil.rmtree(run / "hf")
+    (run / "hf").write_text("a file where the export goes: the export fails")
+    with pytest.raises(ExportError, match=r"training reached step 2 and is saved in .*step_00000002.pt, but the "
+                                          r"export to .*hf failed: .*rerun the same command"):
+        train(run, data_dir, "trainer.max_steps=2", "trainer.ckpt_every=2")
+    assert not (run / "pretrain_summary.json").exists() and not (run / ".hf.tmp").exists()
+    (run / "hf").unlink()
     train(run, data_dir, "trainer.max_steps=2", "trainer.ckpt_every=2")
     assert "already at step 2" in capsys.readouterr().out
     assert (run / "hf" / "model.safetensors").exists() and (run / "pretrain_summary.json").exists()
