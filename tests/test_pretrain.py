@@ -202,6 +202,8 @@ def test_ddp_stop_signal_on_one_rank_stops_both_at_the_same_step(tmp_path, data_
     assert step % 2 == 0 and step < 200
     assert f"stopped by a stop signal on another rank at step {step}" in err  # rank 0
     assert f"rank 1: stopped by SIGUSR1 at step {step}" in err
+    rng = load_checkpoint(ckpts[0])["rng"]  # dropout is seeded per rank: the ranks' masks differ
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
 
 def test_damaged_newest_checkpoint_and_torn_log_fall_back(tmp_path, data_dir, reference, capsys):

@@ -241,7 +241,8 @@ def upgrade_settings(cfg: dict[str, Any], warn: bool = False) -> dict[str, Any]:
         for key, value in PRESETS[model["preset"]].items():
             if model.get(key) is None:
                 model[key] = value
-        model.pop("name", None) if model.get("name") is None else None
+        if model.get("name") is None:
+            model.pop("name", None)
     return out
 
 
