@@ -263,7 +263,8 @@ def log_window(state: TrainState, r: Run) -> dict[str, Any]:
     if elapsed > 0:
         metrics["tokens_per_s"] = summed["tokens"] / elapsed
     if not all(map(_finite, metrics.values())) and not state.weights_finite():
-        raise_non_finite(state, r, f"non-finite loss/gradients by step {state.step} (grad norm {grad_norm})")
+        raise_non_finite(state, r, f"non-finite loss/gradients and weights by step {state.step} (grad norm "
+                                   f"{grad_norm})")
     if r.progress is not None:
         r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
     return metrics
@@ -275,8 +276,8 @@ def _finite(v: Any) -> bool:
 
 def raise_non_finite(state: TrainState, r: Run, what: str) -> None:
     last = list_checkpoints(r.ckpt_dir)
-    raise FloatingPointError(f"{what}; the weights are no longer finite and were not written. Last checkpoint "
-                             f"(finite weights): {last[-1] if last else 'none'}. Try a lower optim.lr, "
+    raise FloatingPointError(f"{what}: stopping without writing a checkpoint or export of these weights. Last "
+                             f"checkpoint (finite weights): {last[-1] if last else 'none'}. Try a lower optim.lr, "
                              "trainer.precision=fp32, or trainer.max_bad_steps > 0 to skip rare bad steps.")
 
 
