@@ -42,6 +42,14 @@ class HeldOutEval:
         self.special_ids, self.mask_id, self.info = special_ids, mask_id, info
         self.seeds = example_seeds(EVAL_SEED, 0, 0, n)
 
+    def _generate(self, model: ElectraPretrainer, b: dict, seeds: list[int]) -> tuple[torch.Tensor, dict]:
+        """Fixed masking, then the generator's samples: (corrupted ids, generator stats)."""
+        masked_ids, masked = mask_tokens(b["input_ids"], b["attention_mask"], self.special_ids, self.mask_id, seeds,
+                                         model.objective)
+        _, corrupted, gen = model.generator_phase(b["input_ids"], masked_ids, masked, b["attention_mask"],
+                                                  b["token_type_ids"], seeds, torch.ones(2, device=masked.device))
+        return corrupted, gen
+
     @staticmethod
     def _disc_stats(gen: dict, logits: torch.Tensor, corrupted: torch.Tensor, b: dict) -> torch.Tensor:
         """The summed counts of _STAT_ORDER for one batch."""
@@ -64,12 +72,8 @@ class HeldOutEval:
         for start in range(0, len(self.ids), self.batch_size):
             ids = self.ids[start:start + self.batch_size]
             b = {k: v.to(dev) for k, v in self.dataset.gather(ids.numpy()).items()}
-            seeds = [self.seeds[i] for i in ids.tolist()]
-            masked_ids, masked = mask_tokens(b["input_ids"], b["attention_mask"], self.special_ids, self.mask_id,
-                                             seeds, model.objective)
             with precision.autocast():
-                _, corrupted, gen = model.generator_phase(b["input_ids"], masked_ids, masked, b["attention_mask"],
-                                                          b["token_type_ids"], seeds, torch.ones(2, device=dev))
+                corrupted, gen = self._generate(model, b, [self.seeds[i] for i in ids.tolist()])
                 hidden = model.discriminator(corrupted, b["attention_mask"], b["token_type_ids"])
                 logits = model.discriminator_head(hidden).float()
             stats += self._disc_stats(gen, logits, corrupted, b)
