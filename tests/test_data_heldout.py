@@ -84,3 +84,15 @@ def test_vocab_in_the_wrong_format_names_the_file_and_the_format(tmp_path: Path,
     with pytest.raises(DataError, match=message) as e:
         read_vocab_txt(path)
     assert str(path) in str(e.value) and "one token per line" in str(e.value)
+
+
+def test_cut_short_safetensors_names_its_path(tmp_path: Path) -> None:
+    from convbert.config import ConvBertConfig
+    from convbert.model import ConvBertModel
+
+    model = ConvBertModel(ConvBertConfig.from_preset("tiny", vocab_size=100, num_hidden_layers=1))
+    model.to_hf(tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{weights}: cannot read it as safetensors .*damaged or incomplete"):
+        ConvBertModel.from_hf(tmp_path / "hf")
