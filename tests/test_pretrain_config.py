@@ -46,7 +46,8 @@ def test_default_recipe_and_experiments_select_their_optimizer():
 
 @pytest.mark.parametrize(("override", "named"), [
     ("+max_seq_lenght=128", "max_seq_lenght"), ("+trainer.lrr=1", "'lrr'"), ("+model.hidden=3", "'hidden'"),
-    ("+optim.momentum=0.9", "'momentum'"), ("+objective.mask=0.2", "'mask'"), ("+tracking.entity=me", "'entity'"),
+    ("+optim.momentum=0.9", "'momentum'"), ("+paths.logs=/x", "'logs'"),
+    ("+objective.mask=0.2", "'mask'"), ("+tracking.entity=me", "'entity'"),
 ])
 def test_unknown_keys_added_with_plus_fail_naming_the_key_and_valid_keys(override, named):
     with pytest.raises(ConfigError, match=rf"unknown .*{named}.*valid keys"):

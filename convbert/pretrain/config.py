@@ -141,6 +141,16 @@ class TrackingConfig:
 
 
 @dataclass
+class PathsConfig:
+    """The `paths` group (conf/paths/default.yaml): checked for unknown keys; the entries that matter here
+    (data_dir, the run dir) arrive already resolved."""
+
+    root: str = "."
+    data_dir: str = "data"
+    runs_dir: str = "runs"
+
+
+@dataclass
 class PretrainConfig:
     """The whole pretraining config, typed. `raw` is the (upgraded) plain dict, recorded as config.json."""
 
@@ -195,7 +205,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
         objective = from_mapping(ElectraObjective, "objective", cfg.get("objective", {}))
     except ConfigError:
         raise
-    except (TypeError, ValueError) as e:
+    except ValueError as e:  # ElectraObjective's own checks raise plain ValueError
         raise ConfigError(str(e)) from e
     optim = from_mapping(OptimConfig, "optim", cfg.get("optim", {}))
     if optim.lr is None:
@@ -209,6 +219,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     if max_seq_length > model.fields["max_position_embeddings"]:
         raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's "
                           f"max_position_embeddings={model.fields['max_position_embeddings']}")
+    from_mapping(PathsConfig, "paths", cfg.get("paths", {}))
     # the data groups are checked here too (their own errors name the key), not first inside the tokenizer
     from_mapping(CorpusConfig, "corpus", cfg["corpus"], error=ConfigError)
     from_mapping(TokenizerConfig, "tokenizer", cfg["tokenizer"], error=ConfigError)
