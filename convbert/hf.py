@@ -171,16 +171,25 @@ def check_hf_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torch.T
 
 # ---- files -------------------------------------------------------------------------------------
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors' load_file, with an error that names the file (a cut-short copy says only 'incomplete
+    metadata')."""
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read it as safetensors ({e}); the file is damaged or incomplete") from e
+
+
 def read_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     st, index = path / "model.safetensors", path / "model.safetensors.index.json"
     pt = path / "pytorch_model.bin"
     if st.is_file():
-        return load_file(str(st)), str(st)
+        return _load_safetensors(st), str(st)
     if index.is_file():  # sharded safetensors
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         sd: dict[str, torch.Tensor] = {}
         for shard in shards:
-            sd.update(load_file(str(path / shard)))
+            sd.update(_load_safetensors(path / shard))
         return sd, str(index)
     if pt.is_file():
         sd = torch.load(pt, map_location="cpu", weights_only=True)  # refuses to run arbitrary pickles

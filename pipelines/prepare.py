@@ -15,12 +15,16 @@ def main(cfg: DictConfig) -> None:
         tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
         max_seq_length=cfg.max_seq_length,
         seed=cfg.seed,
+        heldout_fraction=cfg.heldout_fraction,
         num_workers=cfg.num_workers,
         data_dir=cfg.data_dir,
         progress=cfg.progress,
     )
-    counts = read_manifest(out)["counts"]
-    print(f"{out}: {counts['documents']} documents, {counts['examples']} examples, {counts['tokens']} tokens")
+    manifest = read_manifest(out)
+    counts = manifest["counts"]
+    held = (manifest.get("heldout") or {}).get("counts")
+    print(f"{out}: {counts['documents']} documents, {counts['examples']} examples, {counts['tokens']} tokens"
+          + (f"; held out: {held['documents']} documents, {held['examples']} examples" if held else ""))
 
 
 if __name__ == "__main__":

@@ -123,3 +123,16 @@ def test_batch_larger_than_dataset_and_bad_rank(data: PretrainDataset) -> None:
 def test_unfinished_dir_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a finished data dir"):
         PretrainDataset(tmp_path)
+
+
+def test_prefetcher_hands_out_the_same_batches_and_resumes_where_the_consumer_is(data: PretrainDataset) -> None:
+    from convbert.data.dataset import Prefetcher
+
+    plain = ResumableBatches(data, 4, seed=3)
+    feed = Prefetcher(ResumableBatches(data, 4, seed=3), depth=3)
+    try:
+        for _ in range(5):
+            assert rows(next(feed)) == rows(next(plain))
+        assert feed.state_dict() == plain.state_dict()  # not the builder's position, which is ahead
+    finally:
+        feed.close()

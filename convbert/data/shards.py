@@ -47,34 +47,21 @@ def prepare(
     num_workers: int = 2,
     data_dir: str | Path = "data",
     progress: bool = True,
+    heldout_fraction: float = 0.0,
 ) -> Path:
     """Return data_dir/<corpus.name>-<hash> for this config, building it first unless already finished.
 
-    The hash covers the corpus and tokenizer configs, max_seq_length, seed and a cheap fingerprint of
-    the inputs (file sizes/mtimes, the Python version for pydocs); not num_workers, which never changes
-    the output.
+    The hash covers the corpus and tokenizer configs, max_seq_length, seed, the held-out fraction and a
+    cheap fingerprint of the inputs (file sizes/mtimes, the Python version for pydocs); not num_workers,
+    which never changes the output.
     """
-    ccfg: CorpusConfig = from_mapping(CorpusConfig, "corpus", corpus)
-    tcfg: TokenizerConfig = from_mapping(TokenizerConfig, "tokenizer", tokenizer)
-    if not isinstance(max_seq_length, int) or max_seq_length < 5:
-        raise DataError(f"max_seq_length={max_seq_length!r} must be an integer >= 5")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise DataError(f"num_workers={num_workers!r} must be a non-negative integer")
-    key = {
-        "format_version": FORMAT_VERSION,
-        "corpus": dataclasses.asdict(ccfg),
-        "tokenizer": dataclasses.asdict(tcfg),
-        "max_seq_length": max_seq_length,
-        "seed": int(seed),
-        "inputs": {"corpus": corpus_mod.fingerprint(ccfg), "tokenizer": _tokenizer_fingerprint(tcfg)},
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    data_dir = Path(data_dir).expanduser().resolve()
-    final = data_dir / f"{ccfg.name}-{digest}"
+    ccfg, tcfg, key, final = _resolve(corpus, tokenizer, max_seq_length, seed, num_workers, data_dir,
+                                      heldout_fraction)
     if final.exists():
         check_files(final)  # a finished dir: reuse it (a missing/damaged file is an error, not a rebuild)
         return final
 
+    data_dir = final.parent
     data_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(data_dir)
     tmp = data_dir / f".tmp-{final.name}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -91,6 +78,41 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def data_path(corpus: Mapping[str, Any], tokenizer: Mapping[str, Any], max_seq_length: int = 128,
+              seed: int = 12345, num_workers: int = 2, data_dir: str | Path = "data",
+              heldout_fraction: float = 0.0, **_: Any) -> Path:
+    """Where `prepare` with these arguments puts its data dir, without building it (other ranks wait for
+    it to appear while rank 0 builds)."""
+    return _resolve(corpus, tokenizer, max_seq_length, seed, num_workers, data_dir, heldout_fraction)[3]
+
+
+def _resolve(corpus: Mapping[str, Any], tokenizer: Mapping[str, Any], max_seq_length: int, seed: int,
+             num_workers: int, data_dir: str | Path, heldout_fraction: float) -> tuple:
+    """(corpus config, tokenizer config, cache key, final dir) of a prepare call."""
+    ccfg: CorpusConfig = from_mapping(CorpusConfig, "corpus", corpus)
+    tcfg: TokenizerConfig = from_mapping(TokenizerConfig, "tokenizer", tokenizer)
+    if not isinstance(max_seq_length, int) or max_seq_length < 5:
+        raise DataError(f"max_seq_length={max_seq_length!r} must be an integer >= 5")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise DataError(f"num_workers={num_workers!r} must be a non-negative integer")
+    key = {
+        "format_version": FORMAT_VERSION,
+        "corpus": dataclasses.asdict(ccfg),
+        "tokenizer": dataclasses.asdict(tcfg),
+        "max_seq_length": max_seq_length,
+        "seed": int(seed),
+        "inputs": {"corpus": corpus_mod.fingerprint(ccfg), "tokenizer": _tokenizer_fingerprint(tcfg)},
+    }
+    if isinstance(heldout_fraction, bool) or not isinstance(heldout_fraction, int | float) \
+            or not 0 <= heldout_fraction < 1:
+        raise DataError(f"heldout_fraction={heldout_fraction!r} must be in [0, 1)")
+    if heldout_fraction:  # only when used: data dirs built before held-out splits existed keep their name
+        key["heldout_fraction"] = float(heldout_fraction)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    final = Path(data_dir).expanduser().resolve() / f"{ccfg.name}-{digest}"
+    return ccfg, tcfg, key, final
 
 
 def _build(
@@ -127,15 +149,20 @@ def _build(
     dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
 
     writer = _ShardWriter(tmp, dtype)
+    held = _ShardWriter(tmp, dtype, prefix="heldout-")
     counts = dict(documents=0, units=0, bytes=0, corpus_tokens=0, truncated_tokens=0)
+    held_counts = dict(counts)
     init_args = (tok.to_str(), max_seq_length, seed, dtype.str)
     bar = None
+    fraction = key.get("heldout_fraction", 0.0)
 
     def on_result(res: dict) -> None:
-        writer.add(res["tokens"], res["lengths"], res["b_starts"])
+        is_held = isinstance(res["index"], str)  # held-out chunks are numbered "heldout-<n>"
+        (held if is_held else writer).add(res["tokens"], res["lengths"], res["b_starts"])
+        c = held_counts if is_held else counts
         for k in ("documents", "units", "corpus_tokens", "truncated_tokens"):
-            counts[k] += res[k]
-        counts["bytes"] += res["bytes"]
+            c[k] += res[k]
+        c["bytes"] += res["bytes"]
         if bar is not None:
             bar.update(res["bytes"])
 
@@ -149,11 +176,13 @@ def _build(
         return bar
 
     try:
-        _run_chunks(_chunks(corpus_mod.iter_documents(ccfg)), num_workers, init_args, on_result, make_bar)
+        _run_chunks(_chunks(corpus_mod.iter_documents(ccfg), fraction), num_workers, init_args, on_result,
+                    make_bar)
     finally:
         if bar is not None:
             bar.close()
     writer.close()
+    held.close()
 
     if counts["documents"] == 0:
         raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
@@ -162,6 +191,17 @@ def _build(
 
     files = {name: _file_entry(tmp / name) for name in ("tokenizer.json", "vocab.txt")}
     files.update(writer.file_entries())
+    heldout = None
+    if fraction:
+        files.update(held.file_entries())
+        heldout = {
+            "fraction": fraction,
+            "selection": "documents whose sha256 (of their text) falls below the fraction",
+            "counts": {**held_counts, "examples": held.examples, "tokens": held.total_tokens},
+            "shards": held.shards,
+            "index": {"file": held.index_name, "dtype": "int32", "columns": list(INDEX_COLUMNS),
+                      "rows": held.examples},
+        }
     import tokenizers
 
     manifest = {
@@ -186,6 +226,7 @@ def _build(
             "columns": list(INDEX_COLUMNS),
             "rows": writer.examples,
         },
+        "heldout": heldout,
         "files": files,
         "versions": {
             "python": sys.version.split()[0],
@@ -201,22 +242,41 @@ def _build(
         os.fsync(f.fileno())
 
 
-def _chunks(docs: Iterable[list[str]]) -> Iterator[tuple[int, list[list[str]], int]]:
-    """(chunk index, documents, bytes): whole documents, cut after ~CHUNK_BYTES of text."""
-    batch: list[list[str]] = []
-    size = index = 0
+def is_heldout(doc: list[str], fraction: float) -> bool:
+    """A document is held out when the first 8 bytes of the sha256 of its text, as a number in [0, 1), fall
+    below `fraction`: deterministic, independent of corpus order, workers and chunking."""
+    if fraction <= 0:
+        return False
+    h = hashlib.sha256("\n".join(doc).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < fraction
+
+
+def _chunks(docs: Iterable[list[str]], heldout_fraction: float = 0.0) -> Iterator[tuple[Any, list[list[str]], int]]:
+    """(chunk index, documents, bytes): whole documents, cut after ~CHUNK_BYTES of text. Held-out documents
+    go to their own chunks, numbered "heldout-<n>", so that the training chunks are those of the remaining
+    documents."""
+    batches: dict[bool, list] = {False: [[], 0, 0], True: [[], 0, 0]}  # documents, size, next index
+
+    def cut(held: bool) -> tuple[Any, list[list[str]], int]:
+        batch = batches[held]
+        out = (f"heldout-{batch[2]}" if held else batch[2], batch[0], batch[1])
+        batches[held] = [[], 0, batch[2] + 1]
+        return out
+
     for doc in docs:
-        batch.append(doc)
-        size += sum(len(u.encode()) for u in doc)
-        if size >= CHUNK_BYTES:
-            yield index, batch, size
-            index, batch, size = index + 1, [], 0
-    if batch:
-        yield index, batch, size
+        held = is_heldout(doc, heldout_fraction)
+        batch = batches[held]
+        batch[0].append(doc)
+        batch[1] += sum(len(u.encode()) for u in doc)
+        if batch[1] >= CHUNK_BYTES:
+            yield cut(held)
+    for held in (False, True):
+        if batches[held][0]:
+            yield cut(held)
 
 
 def _run_chunks(
-    chunks: Iterator[tuple[int, list[list[str]], int]],
+    chunks: Iterator[tuple[Any, list[list[str]], int]],
     num_workers: int,
     init_args: tuple,
     on_result: Callable[[dict], None],
@@ -251,11 +311,12 @@ def _run_chunks(
 
 
 class _ShardWriter:
-    def __init__(self, directory: Path, dtype: np.dtype) -> None:
-        self.dir, self.dtype = directory, dtype
+    def __init__(self, directory: Path, dtype: np.dtype, prefix: str = "") -> None:
+        self.dir, self.dtype, self.prefix = directory, dtype, prefix
+        self.index_name = f"{prefix}index.bin"
         self.shards: list[dict] = []
-        self._hashes: dict[str, Any] = {"index.bin": hashlib.sha256()}
-        self._index = open(directory / "index.bin", "wb")
+        self._hashes: dict[str, Any] = {self.index_name: hashlib.sha256()}
+        self._index = open(directory / self.index_name, "wb")
         self._shard = None
         self.examples = self.total_tokens = self.single_segment = 0
 
@@ -268,7 +329,7 @@ class _ShardWriter:
         offsets = info["tokens"] + np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
         rows = np.stack([np.full_like(lengths, len(self.shards) - 1), offsets.astype(np.int32), lengths, b_starts], 1)
         self._write(self._shard, info["file"], tokens.astype(self.dtype, copy=False).tobytes())
-        self._write(self._index, "index.bin", np.ascontiguousarray(rows, dtype=np.int32).tobytes())
+        self._write(self._index, self.index_name, np.ascontiguousarray(rows, dtype=np.int32).tobytes())
         info["tokens"] += len(tokens)
         info["examples"] += len(lengths)
         self.examples += len(lengths)
@@ -278,7 +339,7 @@ class _ShardWriter:
     def _open_shard(self) -> None:
         if self._shard is not None:
             self._shard.close()
-        name = f"shard-{len(self.shards):05d}.bin"
+        name = f"{self.prefix}shard-{len(self.shards):05d}.bin"
         self._shard = open(self.dir / name, "wb")
         self._hashes[name] = hashlib.sha256()
         self.shards.append({"file": name, "tokens": 0, "examples": 0})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import heapq
 import logging
 import sys
@@ -214,14 +216,35 @@ def load_pretrained(cfg: TokenizerConfig) -> Tokenizer:
     return tok
 
 
+VOCAB_FORMAT = "a BERT vocab.txt: UTF-8 text, one token per line, the line number (from 0) being its id"
+_TABLE_ROW = re.compile(r"^\S+[,;\t ]\d+$")  # "token,id": a CSV/TSV table, not a vocab.txt
+
+
 def read_vocab_txt(path: Path) -> dict[str, int]:
+    """Token -> id of a vocab.txt; a file in another format (CSV, binary, ...) is named with the expected
+    format rather than failing later on a missing or misplaced [PAD]."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}); expected {VOCAB_FORMAT}") from e
+    if "\x00" in text:
+        raise DataError(f"{path} holds NUL bytes (a binary file?); expected {VOCAB_FORMAT}")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    rows = sum(1 for line in lines if _TABLE_ROW.match(line.rstrip("\r")))
+    if lines and rows > len(lines) // 2:
+        raise DataError(f"{path}: {rows} of {len(lines)} lines look like 'token,id' table rows (line 1: "
+                        f"{lines[0][:40]!r}); expected {VOCAB_FORMAT}")
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            token = line.rstrip("\n").rstrip("\r")
-            if token in vocab:
-                raise DataError(f"{path} line {lineno}: duplicate token {token!r}")
-            vocab[token] = len(vocab)
+    for lineno, line in enumerate(lines, 1):
+        token = line.rstrip("\r")
+        if token.strip() != token or any(ch.isspace() for ch in token):
+            raise DataError(f"{path} line {lineno}: {token[:40]!r} holds whitespace, which no WordPiece token "
+                            f"has; expected {VOCAB_FORMAT}")
+        if token in vocab:
+            raise DataError(f"{path} line {lineno}: duplicate token {token!r}")
+        vocab[token] = len(vocab)
     return vocab
 
 

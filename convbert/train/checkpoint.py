@@ -1,14 +1,25 @@
-"""Atomic training checkpoints: step_XXXXXXXX.pt files in a folder, the last K kept."""
+"""Atomic training checkpoints: step_XXXXXXXX.pt files in a folder, the last K kept.
+
+A write goes to a temporary file that is fsynced and renamed, and removed whatever goes wrong (a full disk
+must not stay full of our leftovers). Reading falls back from an unreadable newest file to the previous one.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or no checkpoint of a run dir could be read."""
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
@@ -23,22 +34,69 @@ def find_latest(ckpt_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def checkpoint_step(path: str | Path) -> int:
+    m = _NAME.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not a step_XXXXXXXX.pt checkpoint")
+    return int(m.group(1))
+
+
 def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, keep_last: int = 2) -> Path:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written step_*.pt."""
+    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written step_*.pt, and a
+    failed write (no space, no permission) removes its temporary file and raises CheckpointError naming
+    the path. Older checkpoints beyond keep_last are removed only after the new one is in place."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step_{step:08d}.pt"
     tmp = d / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        err = e if isinstance(e, OSError) else getattr(e, "__cause__", None) or getattr(e, "__context__", None)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on device writing {path}; the previous checkpoints are intact. "
+                                  "Free some space and rerun the same command to resume.") from e
+        if isinstance(e, OSError | RuntimeError):  # torch reports a failed write as RuntimeError
+            raise CheckpointError(f"could not write the checkpoint {path}: {e}; the previous checkpoints are "
+                                  "intact") from e
+        raise
     for old in list_checkpoints(d)[:-keep_last] if keep_last > 0 else []:
         old.unlink()
     return path
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Tensors and plain Python values only: never unpickles code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Tensors and plain Python values only: never unpickles code. A damaged file raises CheckpointError
+    naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def load_latest(ckpt_dir: str | Path, check: Callable[[dict], None] | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads (and passes `check`, which raises ValueError to reject a state), with
+    a warning naming each newer one that did not; None when there are none; CheckpointError naming every
+    file tried when none loads."""
+    failures = []
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            state = load_checkpoint(path)
+            if check is not None:
+                check(state)
+        except (CheckpointError, ValueError, KeyError) as e:
+            warnings.warn(f"skipping checkpoint {path}: {e}", stacklevel=2)
+            failures.append(f"{path}: {e}")
+            continue
+        return path, state
+    if failures:
+        raise CheckpointError("no checkpoint could be resumed from:\n  " + "\n  ".join(failures)
+                              + "\nMove them away (or use another name=) to start over.")
+    return None

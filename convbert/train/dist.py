@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from dataclasses import dataclass
@@ -71,15 +72,17 @@ def pick_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group if launched by torchrun/srun; nccl on GPUs, gloo on CPU."""
+def init_distributed(device: str = "auto", timeout_s: float = 3600.0) -> DistInfo:
+    """Join the process group if launched by torchrun/srun; nccl on GPUs, gloo on CPU. `timeout_s` bounds a
+    collective (NCCL's default, 10 minutes, is shorter than rank 0's fsync of a large checkpoint)."""
     rank, world_size, local_rank = launch_env()
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(local_rank))
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, world_size, local_rank, dev)
 
 
@@ -87,6 +90,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is True on any (one all-reduce under DDP; no-op otherwise)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier() -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +88,39 @@ class Tracker:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl. A torn last line (a job killed mid-write) is dropped with a warning naming
+    the file; a bad line anywhere else is an error naming the file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a {\"step\": <int>, ...} row")
+        except ValueError as e:
+            if n == len(lines):
+                warnings.warn(f"{path}: dropping its torn last line {n} ({e})", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{n}: {e}; fix or delete that line") from e
+        rows.append(row)
+    return rows
+
+
+def keep_metrics_until(run_dir: str | Path, step: int) -> None:
+    """On every (re)start: metrics.jsonl keeps exactly its rows up to `step`, the step being resumed from
+    (none when starting at 0), so the steps a job logged after its last checkpoint are not there twice."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def drop_metrics_after(run_dir: str | Path, step: int) -> None:
-    """Forget the rows logged after `step` (a job killed after its last checkpoint): the resumed run logs
-    those steps again."""
-    rows = read_metrics(run_dir)
-    if any(r["step"] > step for r in rows):
-        write_text_atomic(Path(run_dir) / "metrics.jsonl",
-                          "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+    """Forget the rows logged after `step` (kept for callers of the old name)."""
+    keep_metrics_until(run_dir, step)

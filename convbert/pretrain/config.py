@@ -1,0 +1,276 @@
+"""Typed pretraining config: the Hydra-composed dict is parsed once, here, before any work starts.
+
+Every group goes through `from_mapping`, so an unknown key (a typo, or one added with `+`) fails naming the
+group's valid keys. Old spellings (trainer.lr, trainer.adam_*, trainer.warmup_steps, null model knobs) are
+mapped to today's by `upgrade_settings`, with a deprecation warning for a config given to `run` and silently
+for the config.json of an older run (so that its settings compare with today's on resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from convbert.config import PRESETS, ConfigError, ConvBertConfig, from_mapping
+from convbert.data.config import CorpusConfig, TokenizerConfig
+from convbert.electra import ElectraObjective
+from convbert.train.optim import OptimConfig
+from convbert.train.tracking import WANDB_MODES
+
+RESUME_MODES = ("auto", "never")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+# config entries a resumed run may change (where and how it runs, how long, what it logs); any other
+# difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
+MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir", "paths", "trainer.device",
+                        "trainer.precision", "trainer.compile", "trainer.num_threads", "trainer.max_steps",
+                        "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
+                        "trainer.progress", "trainer.eval_every", "trainer.eval_examples", "trainer.max_bad_steps",
+                        "trainer.stop_check_every", "trainer.data_wait_s")
+# renamed keys: old dotted spelling -> new (issue 15: one spelling per knob across stages)
+RENAMED = {"trainer.lr": "optim.lr", "trainer.weight_decay": "optim.weight_decay",
+           "trainer.adam_betas": "optim.betas", "trainer.adam_eps": "optim.eps",
+           "trainer.adam_bias_correction": "optim.bias_correction", "trainer.max_grad_norm": "optim.max_grad_norm",
+           "trainer.warmup_steps": "optim.warmup_steps"}
+# settings added after runs were written without them, with the value those runs used
+PREDATED = {"optim.bias_correction": True, "optim.warmup_fraction": None, "optim.layer_decay": None,
+            "optim.layer_decay_variant": "electra", "heldout_fraction": 0.0}
+
+
+@dataclass
+class TrainerConfig:
+    """The `trainer` group: how and where the run runs (conf/trainer/default.yaml documents each key)."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    num_threads: int | None = None
+    batch_size: int = 128  # global: ranks x grad_accum x micro-batch
+    grad_accum: int = 1
+    max_steps: int = 1_000_000
+    stop_after: int | None = None  # end this job at that step (checkpointed) without changing the schedule
+    log_every: int = 100
+    ckpt_every: int = 10_000
+    keep_last: int = 3
+    eval_every: int | None = 10_000
+    eval_examples: int = 2048
+    max_bad_steps: int = 0
+    stop_check_every: int = 10
+    data_wait_s: float = 86_400.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        at_least = {"batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "ckpt_every": 1,
+                    "keep_last": 1, "eval_examples": 0, "max_bad_steps": 0, "stop_check_every": 1}
+        for key, low in at_least.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"trainer.{key} must be an integer >= {low}, got {value!r}")
+        for key in ("stop_after", "eval_every", "num_threads"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"trainer.{key} must be an integer >= 1 or null, got {value!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.data_wait_s > 0:
+            raise ConfigError(f"trainer.data_wait_s must be > 0, got {self.data_wait_s!r}")
+
+    def micro_batch(self, world_size: int) -> int:
+        per_step = world_size * self.grad_accum
+        if self.batch_size % per_step:
+            raise ConfigError(f"trainer.batch_size={self.batch_size} is not divisible by world_size "
+                              f"({world_size}) x trainer.grad_accum ({self.grad_accum})")
+        return self.batch_size // per_step
+
+    @property
+    def end(self) -> int:
+        """The step this job stops at."""
+        return min(self.max_steps, self.stop_after or self.max_steps)
+
+
+@dataclass
+class ModelConfig:
+    """The `model` group: a preset name (for summaries) and every ConvBertConfig field; vocab_size null
+    means the tokenizer's."""
+
+    preset: str = "tiny"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> ModelConfig:
+        values = dict(values)
+        preset = values.pop("preset", None)
+        if preset not in PRESETS:
+            raise ConfigError(f"model.preset={preset!r} is not one of {sorted(PRESETS)}")
+        known = {f.name for f in dataclasses.fields(ConvBertConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {sorted(known | {'preset'})}")
+        fields = {**PRESETS[preset], **{k: v for k, v in values.items() if v is not None}}
+        model = cls(preset, fields)
+        model.build(vocab_size=fields.get("vocab_size") or 1 + fields.get("pad_token_id", 0))  # cheap check
+        return model
+
+    def build(self, vocab_size: int) -> ConvBertConfig:
+        """The ConvBertConfig for a tokenizer of `vocab_size` tokens."""
+        given = self.fields.get("vocab_size")
+        if given is not None and given != vocab_size:
+            raise ConfigError(f"model.vocab_size={given} but the tokenizer has {vocab_size} tokens; set "
+                              f"model.vocab_size=null (the tokenizer's) or {vocab_size}")
+        try:
+            return ConvBertConfig.from_dict({**self.fields, "vocab_size": vocab_size})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model: {e}") from e
+
+
+@dataclass
+class TrackingConfig:
+    mode: str = "disabled"
+    project: str = "convbert"
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ConfigError(f"tracking.mode must be one of {WANDB_MODES}, got {self.mode!r}")
+
+
+@dataclass
+class PathsConfig:
+    """The `paths` group (conf/paths/default.yaml): checked for unknown keys; the entries that matter here
+    (data_dir, the run dir) arrive already resolved."""
+
+    root: str = "."
+    data_dir: str = "data"
+    runs_dir: str = "runs"
+
+
+@dataclass
+class PretrainConfig:
+    """The whole pretraining config, typed. `raw` is the (upgraded) plain dict, recorded as config.json."""
+
+    name: str
+    seed: int
+    resume: str
+    model: ModelConfig
+    optim: OptimConfig
+    trainer: TrainerConfig
+    objective: ElectraObjective
+    tracking: TrackingConfig
+    corpus: dict[str, Any]
+    tokenizer: dict[str, Any]
+    max_seq_length: int
+    data_seed: int
+    heldout_fraction: float
+    num_workers: int
+    data_dir: str
+    raw: dict[str, Any]
+
+    def data_args(self) -> dict[str, Any]:
+        """Keyword arguments of convbert.data.prepare."""
+        return dict(corpus=self.corpus, tokenizer=self.tokenizer, max_seq_length=self.max_seq_length,
+                    seed=self.data_seed, heldout_fraction=self.heldout_fraction, num_workers=self.num_workers,
+                    data_dir=self.data_dir)
+
+
+TOP_LEVEL = ("name", "seed", "resume", "model", "optim", "trainer", "objective", "tracking", "corpus", "tokenizer",
+             "max_seq_length", "data_seed", "heldout_fraction", "num_workers", "data_dir", "paths")
+
+
+def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
+    """Validate every group (cheap checks only: nothing is read or tokenized) and return the typed config."""
+    cfg = upgrade_settings(cfg, warn=True)
+    unknown = sorted(set(cfg) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown pretraining config key(s) {unknown}; valid keys: {sorted(TOP_LEVEL)}")
+    missing = [k for k in ("name", "model", "corpus", "tokenizer") if k not in cfg]
+    if missing:
+        raise ConfigError(f"pretraining config lacks {missing}")
+    seed, data_seed = cfg.get("seed", 1), cfg.get("data_seed", 12345)
+    for key, value in (("seed", seed), ("data_seed", data_seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+    resume = cfg.get("resume", "auto")
+    if resume not in RESUME_MODES:
+        raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    heldout = cfg.get("heldout_fraction", 0.0)
+    if isinstance(heldout, bool) or not isinstance(heldout, int | float) or not 0 <= heldout < 1:
+        raise ConfigError(f"heldout_fraction must be in [0, 1), got {heldout!r}")
+    try:
+        objective = from_mapping(ElectraObjective, "objective", cfg.get("objective", {}))
+    except ConfigError:
+        raise
+    except ValueError as e:  # ElectraObjective's own checks raise plain ValueError
+        raise ConfigError(str(e)) from e
+    optim = from_mapping(OptimConfig, "optim", cfg.get("optim", {}))
+    if optim.lr is None:
+        raise ConfigError("optim.lr must be set for pretraining")
+    if optim.layer_decay is not None:
+        raise ConfigError("optim.layer_decay is for fine-tuning; set it to null for pretraining")
+    model = ModelConfig.parse(cfg["model"])
+    max_seq_length = cfg.get("max_seq_length", 128)
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 5:
+        raise ConfigError(f"max_seq_length must be an integer >= 5, got {max_seq_length!r}")
+    if max_seq_length > model.fields["max_position_embeddings"]:
+        raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's "
+                          f"max_position_embeddings={model.fields['max_position_embeddings']}")
+    from_mapping(PathsConfig, "paths", cfg.get("paths", {}))
+    # the data groups are checked here too (their own errors name the key), not first inside the tokenizer
+    from_mapping(CorpusConfig, "corpus", cfg["corpus"], error=ConfigError)
+    from_mapping(TokenizerConfig, "tokenizer", cfg["tokenizer"], error=ConfigError)
+    return PretrainConfig(
+        name=str(cfg["name"]), seed=seed, resume=resume, model=model, optim=optim,
+        trainer=from_mapping(TrainerConfig, "trainer", cfg.get("trainer", {})), objective=objective,
+        tracking=from_mapping(TrackingConfig, "tracking", cfg.get("tracking", {})),
+        corpus=cfg["corpus"], tokenizer=cfg["tokenizer"], max_seq_length=max_seq_length, data_seed=data_seed,
+        heldout_fraction=float(heldout), num_workers=cfg.get("num_workers", 2),
+        data_dir=str(cfg.get("data_dir", "data")), raw=cfg,
+    )
+
+
+def upgrade_settings(cfg: dict[str, Any], warn: bool = False) -> dict[str, Any]:
+    """Today's spelling of a (possibly older) pretraining config: renamed keys moved (RENAMED), null model
+    knobs replaced by the preset's values. Returns a new dict; `warn` names each old key it moved."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for old, new in RENAMED.items():
+        group, key = old.split(".")
+        if key not in out.get(group, {}):
+            continue
+        value = out[group].pop(key)
+        new_group, new_key = new.split(".")
+        if warn:
+            warnings.warn(f"{old} is deprecated: use {new} (the optim group, shared with fine-tuning)",
+                          DeprecationWarning, stacklevel=3)
+        out.setdefault(new_group, {})[new_key] = list(value) if isinstance(value, tuple) else value
+    model = out.get("model")
+    if isinstance(model, dict) and model.get("preset") in PRESETS:
+        for key, value in PRESETS[model["preset"]].items():
+            if model.get(key) is None:
+                model[key] = value
+        if model.get("name") is None:
+            model.pop("name", None)
+    return out
+
+
+def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json in today's spelling, with PREDATED defaults for settings it predates; the model's
+    remaining null knobs take ConvBertConfig's defaults, as those runs did."""
+    out = upgrade_settings(saved)
+    for dotted, value in PREDATED.items():
+        *groups, key = dotted.split(".")
+        d = out
+        for g in groups:
+            d = d.setdefault(g, {})
+        d.setdefault(key, value)
+    model = out.get("model")
+    if isinstance(model, dict):  # fields an older model group did not list: the values those runs got
+        preset = PRESETS.get(model.get("preset"), {})
+        for f in dataclasses.fields(ConvBertConfig):
+            if model.get(f.name) is None:
+                model[f.name] = None if f.name == "vocab_size" else preset.get(f.name, f.default)
+    return out

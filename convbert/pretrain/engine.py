@@ -1,0 +1,437 @@
+"""ELECTRA-style pretraining run: config -> data -> state -> training loop -> checkpoints -> HF export.
+
+`run(cfg, run_dir)` takes the plain-dict config that pipelines/pretrain.py composes with Hydra. The same code
+runs as one process, under torchrun (one or many nodes) and under srun; rank 0 alone logs and writes.
+Long-run safety (docs/design.md §3 and README "Long runs"): one job per run dir (a lock), stop signals end
+with a checkpoint and PREEMPTED_EXIT_CODE, unreadable checkpoints fall back to older ones, non-finite weights
+are never written, and a finished run whose export failed retries only the export when rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from convbert.config import ConfigError, ConvBertConfig
+from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_tokenizer, prepare
+from convbert.data.dataset import Prefetcher
+from convbert.data.shards import data_path as planned_data_path
+from convbert.electra import (
+    STAT_KEYS,
+    ElectraPretrainer,
+    example_seeds,
+    mask_tokens,
+    summarize,
+    train_flops,
+    train_step,
+)
+from convbert.pretrain.config import (
+    MAY_CHANGE_ON_RESUME,
+    PretrainConfig,
+    parse_config,
+    saved_settings,
+)
+from convbert.pretrain.evaluate import HeldOutEval
+from convbert.pretrain.state import TrainState
+from convbert.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
+from convbert.train.files import write_json_atomic
+from convbert.train.lock import DirLock
+from convbert.train.plot import plot_curves
+from convbert.train.precision import Precision
+from convbert.train.runinfo import device_name, git_revision, settings_changes
+from convbert.train.signals import Preempted, StopRequest
+from convbert.train.tracking import Tracker, keep_metrics_until, read_metrics
+
+NEVER_MASKED = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # docs/design.md §3 (as ELECTRA; [UNK] may be masked)
+
+
+class ExportError(RuntimeError):
+    """Training finished and is checkpointed, but writing hf/ failed."""
+
+
+# ------------------------------------------------------------------------------------------ checks
+def check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run under settings that differ from its config.json (other than
+    MAY_CHANGE_ON_RESUME), naming every differing key. Both sides are compared in today's spelling."""
+    diff = settings_changes(saved_settings(saved), saved_settings(cfg), MAY_CHANGE_ON_RESUME)
+    if diff:
+        raise ConfigError(f"{run_dir} holds a run with other settings ({diff}). Resume it with its own settings "
+                          "(config.json there), or start a new run with name=<new name>.")
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"run dir {run_dir} is not writable: {e}") from e
+
+
+def check_exportable(config: ConvBertConfig) -> None:
+    """Refuse, before any tokenization or training, a model the final transformers export cannot write."""
+    import convbert.hf as hf
+
+    check = getattr(hf, "check_exportable", None) or hf.config_to_hf  # config_to_hf raises the same way
+    try:
+        check(config)
+    except ValueError as e:
+        raise ConfigError(f"the model cannot be exported to transformers format at the end of the run ({e}); "
+                          "change that model setting before training") from e
+
+
+def check_run_dir(c: PretrainConfig, run_dir: Path) -> None:
+    """Resume mode, config.json present and matching, before any data work."""
+    ckpts = list_checkpoints(run_dir / "checkpoints")
+    if not ckpts:
+        return
+    if c.resume == "never":
+        raise FileExistsError(f"{run_dir / 'checkpoints'} already holds checkpoints; use resume=auto or another "
+                              "run name")
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir} holds checkpoints but no {config_file.name}, so its settings cannot be "
+                          f"checked; restore {config_file} or start a new run with name=<new name>")
+    try:
+        saved = json.loads(config_file.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{config_file} is not valid JSON ({e})") from e
+    check_resume_config(saved, c.raw, run_dir)
+
+
+# ---------------------------------------------------------------------------------------- setup
+def prepare_data(c: PretrainConfig, info: DistInfo) -> Path:
+    """Rank 0 builds the shards if missing; the other ranks wait for the finished dir to appear (polling the
+    file system, not in a collective whose timeout would abort a long tokenization)."""
+    if info.is_main:
+        return prepare(**c.data_args(), progress=True)
+    path = planned_data_path(**c.data_args())
+    deadline = time.monotonic() + c.trainer.data_wait_s
+    while not (path / "manifest.json").is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {info.rank} waited {c.trainer.data_wait_s:.0f} s for rank 0 to build {path}; "
+                               "raise trainer.data_wait_s, or run pipelines.prepare with the same settings first")
+        time.sleep(2.0)
+    return prepare(**c.data_args(), progress=False)
+
+
+@dataclass
+class Run:
+    """What the loop needs besides the state: settings, data and where things go."""
+
+    c: PretrainConfig
+    info: DistInfo
+    run_dir: Path
+    data_path: Path
+    config: ConvBertConfig
+    net: torch.nn.Module
+    micro: int
+    special_ids: list[int]
+    mask_id: int
+    tracker: Tracker | None
+    stop: StopRequest
+    evaluate: HeldOutEval | None
+    seq_len: int
+    progress: Any = None  # a tqdm bar on rank 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def build_state(c: PretrainConfig, info: DistInfo, config: ConvBertConfig, dataset: PretrainDataset,
+                micro: int) -> TrainState:
+    torch.manual_seed(c.seed)  # the same initial weights on every rank
+    model = ElectraPretrainer(config, c.objective).to(info.device)
+    if info.rank:  # dropout masks must differ across ranks; rank 0 keeps a 1-process run's stream
+        torch.manual_seed(c.seed + 1_000_003 * info.rank)
+    optimizer = c.optim.build(model)
+    return TrainState(model, optimizer, c.optim.schedule(optimizer, c.trainer.max_steps),
+                      Precision(c.trainer.precision, info.device),
+                      ResumableBatches(dataset, micro, c.seed, info.rank, info.world_size), info)
+
+
+def resume(state: TrainState, r: Run) -> None:
+    """Load the newest readable, finite checkpoint (older ones are tried when it is not)."""
+    def finite(s: dict) -> None:
+        bad = [k for k, v in s["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"non-finite weights ({bad[0]})")
+
+    found = load_latest(r.ckpt_dir, finite)
+    if found is not None:
+        path, saved = found
+        state.load_state_dict(saved)
+        if r.info.is_main:
+            print(f"resumed from {path} at step {state.step}", flush=True)
+
+
+# -------------------------------------------------------------------------------------- the loop
+def train(state: TrainState, r: Run) -> None:
+    t = r.c.trainer
+    last_ckpt = state.step
+    while state.step < t.end:
+        t0 = time.perf_counter()
+        one_step(state, r)
+        state.totals["train_time_s"] += time.perf_counter() - t0
+        if r.progress is not None:
+            r.progress.update(1)
+        row = log_window(state, r) if state.step % t.log_every == 0 or state.step == t.end else {}
+        if r.evaluate is not None and (state.step == t.end or (t.eval_every and state.step % t.eval_every == 0)):
+            row.update({f"heldout_{k}": v for k, v in r.evaluate(state.model, state.precision).items()})
+        if row:
+            r.tracker.log(row, state.step)
+        if state.step % t.ckpt_every == 0 or state.step == t.end:
+            checkpoint(state, r)
+            last_ckpt = state.step
+        if stop_requested(state, r):
+            path = checkpoint(state, r) if last_ckpt != state.step else r.ckpt_dir / f"step_{state.step:08d}.pt"
+            raise Preempted(f"stopped by {r.stop.signal_name or 'a stop signal on another rank'} at step "
+                            f"{state.step}; checkpoint {path}; rerun the same command to resume")
+
+
+def one_step(state: TrainState, r: Run) -> None:
+    """One optimizer step over the global batch: grad_accum micro-batches on every rank. No host sync
+    (statistics stay on the device until log_window), except with the skip-bad-steps policy."""
+    t, info = r.c.trainer, r.info
+    micro_batches = [next_micro_batch(state, r, a) for a in range(t.grad_accum)]
+    norms = torch.stack([sum(b["masked"].sum() for b in micro_batches),
+                         sum(b["attention_mask"].sum() for b in micro_batches)]).float()
+    norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
+    for a, b in enumerate(micro_batches):
+        _, stats = train_step(r.net, b, norms, state.precision, float(info.world_size),
+                              sync=a == len(micro_batches) - 1)  # all-reduce gradients once a step
+        state.window += torch.stack([torch.as_tensor(stats[k]).double() for k in STAT_KEYS])
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    skip = t.max_bad_steps and state.precision.scaler is None and skip_bad_step(state, r, params)
+    if not skip:  # the grad norm stays a tensor where precision.step returns one; read in log_window
+        state.grad_norm = torch.as_tensor(state.precision.step(state.optimizer, params, r.c.optim.max_grad_norm or 0))
+    state.lr = state.optimizer.param_groups[0]["lr"]  # this step's lr (all groups share it in pretraining)
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+
+
+def next_micro_batch(state: TrainState, r: Run, a: int) -> dict[str, Any]:
+    """Micro-batch `a` of this rank in this step, masked with per-example seeds (docs/design.md §3), on the
+    device. The seeds depend on the example's place in the global batch, not on rank or accumulation."""
+    info = r.info
+    b = {k: v.to(info.device, non_blocking=True) for k, v in next(state.feed).items()}
+    b["seeds"] = example_seeds(r.c.seed, state.step, (a * info.world_size + info.rank) * r.micro, r.micro)
+    b["masked_ids"], b["masked"] = mask_tokens(b["input_ids"], b["attention_mask"], r.special_ids, r.mask_id,
+                                               b["seeds"], r.c.objective)
+    return b
+
+
+def skip_bad_step(state: TrainState, r: Run, params: list[torch.Tensor]) -> bool:
+    """trainer.max_bad_steps > 0: a step whose gradients are not finite is skipped (one host sync per step)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    if torch.isfinite(norm):
+        return False
+    state.totals["skipped_steps"] = state.totals.get("skipped_steps", 0) + 1
+    print(f"step {state.step + 1}: non-finite gradients (norm {float(norm)}), update skipped "
+          f"({int(state.totals['skipped_steps'])} of at most {r.c.trainer.max_bad_steps})", file=sys.stderr)
+    if state.totals["skipped_steps"] > r.c.trainer.max_bad_steps:
+        raise_non_finite(state, r, f"more than trainer.max_bad_steps={r.c.trainer.max_bad_steps} steps had "
+                                   "non-finite gradients")
+    state.grad_norm = norm
+    return True
+
+
+def log_window(state: TrainState, r: Run) -> dict[str, Any]:
+    """The metrics of the steps since the last row: the one host sync of the window."""
+    summed = dict(zip(STAT_KEYS, all_reduce_sum(state.window).tolist(), strict=True))
+    state.window = state.new_window()
+    metrics = summarize(summed)
+    obj = r.c.objective
+    metrics["loss"] = obj.mlm_weight * metrics["mlm_loss"] + obj.rtd_weight * metrics["rtd_loss"]
+    grad_norm = float(state.grad_norm)
+    totals, now = state.totals, time.perf_counter()
+    totals["tokens"] += summed["tokens"]
+    totals["masked"] += summed["masked"]
+    totals["flops"] += train_flops(r.config, state.model.generator_config, r.seq_len, summed["tokens"],
+                                   summed["masked"])
+    elapsed, state.window_start = now - state.window_start, now
+    metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"])
+    if elapsed > 0:
+        metrics["tokens_per_s"] = summed["tokens"] / elapsed
+    if not all(map(_finite, metrics.values())) and not state.weights_finite():
+        raise_non_finite(state, r, f"non-finite loss/gradients and weights by step {state.step} (grad norm "
+                                   f"{grad_norm})")
+    if r.progress is not None:
+        r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
+    return metrics
+
+
+def _finite(v: Any) -> bool:
+    return not isinstance(v, float) or v == v and abs(v) != float("inf")
+
+
+def raise_non_finite(state: TrainState, r: Run, what: str) -> None:
+    last = list_checkpoints(r.ckpt_dir)
+    raise FloatingPointError(f"{what}: stopping without writing a checkpoint or export of these weights. Last "
+                             f"checkpoint (finite weights): {last[-1] if last else 'none'}. Try a lower optim.lr, "
+                             "trainer.precision=fp32, or trainer.max_bad_steps > 0 to skip rare bad steps.")
+
+
+def stop_requested(state: TrainState, r: Run) -> bool:
+    """Whether to stop after this step. Under DDP the ranks agree every trainer.stop_check_every steps (one
+    small all-reduce), so that all stop at the same step whichever rank got the signal."""
+    if not r.info.distributed:
+        return r.stop.requested
+    if state.step % r.c.trainer.stop_check_every:
+        return False
+    return any_rank(r.stop.requested, r.info.device)
+
+
+def checkpoint(state: TrainState, r: Run) -> Path:
+    """Every rank contributes (RNG states are gathered); rank 0 writes, after checking the weights."""
+    if not state.weights_finite():
+        raise_non_finite(state, r, f"non-finite weights at step {state.step}")
+    saved = state.state_dict()
+    path = r.ckpt_dir / f"step_{state.step:08d}.pt"
+    if r.info.is_main:
+        path = save_checkpoint(r.ckpt_dir, state.step, saved, r.c.trainer.keep_last)
+    barrier()
+    return path
+
+
+# ------------------------------------------------------------------------------------- finishing
+def finish(state: TrainState, r: Run) -> dict[str, Any]:
+    """Summary, export and plot (rank 0). Rerunning a finished run comes straight here: only these retry."""
+    c, info = r.c, r.info
+    summary = {
+        "steps": state.step, "finished": state.step >= c.trainer.max_steps, "tokens": int(state.totals["tokens"]),
+        "flops": state.totals["flops"], "device_hours": state.totals["train_time_s"] * info.world_size / 3600,
+        "device": device_name(info.device), "world_size": info.world_size, "data_dir": str(r.data_path),
+        "model": {"name": f"convbert-{c.model.preset}", **r.config.to_dict()}, "git_revision": git_revision(),
+    }
+    if state.totals.get("skipped_steps"):
+        summary["skipped_steps"] = int(state.totals["skipped_steps"])
+    if not info.is_main:
+        return summary
+    rows = read_metrics(r.run_dir)
+    train_rows = [row for row in rows if "mlm_loss" in row]
+    if train_rows:
+        summary["final_metrics"] = {k: v for k, v in train_rows[-1].items() if k not in ("time_s",)
+                                    and not k.startswith("heldout_")}
+    held = [row for row in rows if "heldout_mlm_loss" in row]
+    if held:
+        summary["heldout_metrics"] = {"step": held[-1]["step"],
+                                      **{k[8:]: v for k, v in held[-1].items() if k.startswith("heldout_")}}
+    if not state.weights_finite():
+        raise_non_finite(state, r, "non-finite weights at the end of training")
+    try:
+        export(state.model, r.data_path, r.run_dir)
+    except Exception as e:
+        ckpts = list_checkpoints(r.ckpt_dir)
+        raise ExportError(f"training reached step {state.step} and is saved in {ckpts[-1] if ckpts else r.ckpt_dir}, "
+                          f"but the export to {r.run_dir / 'hf'} failed: {type(e).__name__}: {e}. Fix the cause "
+                          "and rerun the same command: a finished run only retries the export.") from e
+    write_json_atomic(r.run_dir / "pretrain_summary.json", summary)
+    plot_curves(rows, ["mlm_loss", "rtd_loss", "mlm_accuracy", "disc_accuracy"], r.run_dir / "loss.png",
+                overlay="heldout_")
+    r.tracker.summary({**summary.get("final_metrics", {}),
+                       **{f"heldout_{k}": v for k, v in summary.get("heldout_metrics", {}).items()}})
+    return summary
+
+
+def export(model: ElectraPretrainer, data_path: Path, run_dir: Path) -> None:
+    """The discriminator in transformers format (hf/), with the vocabulary it was trained on."""
+    tmp = run_dir / ".hf.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.discriminator.to_hf(tmp)
+        for f in ("tokenizer.json", "vocab.txt"):
+            shutil.copy2(data_path / f, tmp / f)
+        shutil.rmtree(run_dir / "hf", ignore_errors=True)
+        os.replace(tmp, run_dir / "hf")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------- run
+def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume, or only finish) the run in `run_dir`; returns its summary. Raises Preempted
+    (exit status 75) after checkpointing when a stop signal arrives."""
+    c = parse_config(cfg)  # every cheap check, before any tokenization
+    run_dir = Path(run_dir)
+    check_exportable(c.model.build(vocab_size=c.model.fields.get("vocab_size") or 30522))
+    info = init_distributed(c.trainer.device)
+    micro = c.trainer.micro_batch(info.world_size)
+    if c.trainer.num_threads:
+        torch.set_num_threads(c.trainer.num_threads)
+    with contextlib.ExitStack() as stack:
+        if info.is_main:
+            check_writable(run_dir)
+            stack.enter_context(DirLock(run_dir, "pretraining run"))
+        check_run_dir(c, run_dir)
+        path = prepare_data(c, info)  # a signal here ends the job at once: nothing to checkpoint yet
+        stop = stack.enter_context(StopRequest())
+        return _run(c, info, run_dir, path, micro, stop, stack)
+
+
+def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int, stop: StopRequest,
+         stack: contextlib.ExitStack) -> dict[str, Any]:
+    tokenizer = load_tokenizer(data_path)
+    config = c.model.build(tokenizer.get_vocab_size())
+    check_compatible(data_path, config.vocab_size)
+    dataset = PretrainDataset(data_path)
+    if dataset.max_seq_length > config.max_position_embeddings:
+        raise ConfigError(f"shards have max_seq_length {dataset.max_seq_length} > the model's "
+                          f"{config.max_position_embeddings} positions")
+    special_ids = [i for t in NEVER_MASKED if (i := tokenizer.token_to_id(t)) is not None]
+    mask_id = tokenizer.token_to_id("[MASK]")
+    if mask_id is None:
+        raise ConfigError(f"tokenizer in {data_path} has no [MASK] token")
+    evaluate = None
+    if c.trainer.eval_examples and (dataset.manifest.get("heldout") or {}).get("index", {}).get("rows"):
+        evaluate = HeldOutEval(data_path, c.trainer.eval_examples, micro, special_ids, mask_id, info)
+    elif c.trainer.eval_examples and info.is_main:
+        print(f"no held-out evaluation: {data_path} has no held-out examples (heldout_fraction="
+              f"{c.heldout_fraction})", file=sys.stderr)
+
+    state = build_state(c, info, config, dataset, micro)
+    r = Run(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop, evaluate,
+            dataset.max_seq_length)
+    resume(state, r)
+    if info.is_main:
+        keep_metrics_until(run_dir, state.step)
+        for f in ("tokenizer.json", "vocab.txt"):
+            shutil.copy2(data_path / f, run_dir / f)
+        write_json_atomic(run_dir / "config.json", c.raw)
+    if c.trainer.compile:
+        state.model.generator.compile()
+        state.model.discriminator.compile()
+    if info.distributed:
+        # find_unused_parameters: each phase of train_step leaves the other model's own parameters unused
+        r.net = DistributedDataParallel(state.model, device_ids=[info.device.index] if info.device.type == "cuda"
+                                        else None, find_unused_parameters=True, gradient_as_bucket_view=True)
+    t = c.tracking
+    r.tracker = Tracker(run_dir, c.raw, mode=t.mode, project=t.project, group=t.group or "pretrain",
+                        name=t.name or c.name, job_type="pretrain", tags=t.tags, enabled=info.is_main)
+    stack.callback(r.tracker.finish)
+    state.feed = Prefetcher(state.batches, pin=info.device.type == "cuda")
+    stack.callback(state.feed.close)
+    if state.step >= c.trainer.end and info.is_main:
+        print(f"{run_dir} is already at step {state.step}: writing its export and summary only", flush=True)
+    if c.trainer.progress and info.is_main and state.step < c.trainer.end:
+        from tqdm import tqdm
+
+        r.progress = stack.enter_context(tqdm(total=c.trainer.end, initial=state.step, desc="pretrain",
+                                              unit="step", dynamic_ncols=True))
+    state.model.train()
+    train(state, r)
+    return finish(state, r)
