@@ -17,10 +17,10 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 TINY_PRETRAIN = [
     "corpus=pydocs", "corpus.max_bytes=60000", "tokenizer=wordpiece", "tokenizer.vocab_size=600",
     "max_seq_length=32", "num_workers=1", "tracking=disabled",
-    "++model.hidden_size=32", "++model.embedding_size=16", "++model.num_hidden_layers=1",
-    "++model.num_attention_heads=4", "++model.intermediate_size=64",
+    "model.hidden_size=32", "model.embedding_size=16", "model.num_hidden_layers=1",
+    "model.num_attention_heads=4", "model.intermediate_size=64",
     "trainer.device=cpu", "trainer.batch_size=4", "trainer.grad_accum=1", "trainer.max_steps=2",
-    "trainer.warmup_steps=1", "trainer.log_every=1", "trainer.ckpt_every=2", "trainer.progress=false",
+    "optim.warmup_steps=1", "trainer.log_every=1", "trainer.ckpt_every=2", "trainer.progress=false",
 ]
 TINY_FINETUNE = ["task=rte", "task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16",
                  "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false",
