@@ -28,8 +28,9 @@ from convbert.electra import (
     ElectraObjective,
     ElectraPretrainer,
     example_seeds,
-    mask_tokens,
+    prepare_batch,
     summarize,
+    to_device,
     train_flops,
     train_step,
 )
@@ -279,13 +280,10 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         micro_batches = []
         for a in range(trainer.grad_accum):
-            b = {k: v.to(info.device, non_blocking=True) for k, v in next(batches).items()}
             seeds = example_seeds(cfg["seed"], step, (a * info.world_size + info.rank) * micro, micro)
-            b["masked_ids"], b["masked"] = mask_tokens(
-                b["input_ids"], b["attention_mask"], special_ids, mask_id, seeds, objective)
-            b["seeds"] = seeds
-            micro_batches.append(b)
-        norms = torch.stack([sum(b["masked"].sum() for b in micro_batches),
+            b = prepare_batch(next(batches), special_ids, mask_id, seeds, objective)  # masks on the host
+            micro_batches.append(to_device(b, info.device))
+        norms = torch.stack([sum(b["mask_valid"].sum() for b in micro_batches),
                              sum(b["attention_mask"].sum() for b in micro_batches)]).float()
         norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
 
