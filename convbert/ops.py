@@ -70,13 +70,16 @@ class _DepthwiseConvSame(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_w.to(ctx.weight_dtype), None
 
 
+CPU_TAP_LOOPS = True  # False: the fused conv forms on CPU too (op counts, or a CPU where they are faster)
+
+
 def fused_kernels(x: torch.Tensor) -> bool:
     """Whether the conv branch runs as a few fused ops (F.conv1d, unfold) instead of k shifted multiply-adds.
 
-    The tap loops below are ~2x faster on CPU in eager mode (at T=128, measured) but cost ~50 small kernels
+    The tap loops below are 1.5-4x faster on CPU in eager mode (T=128, measured) but cost ~50 small kernels
     per conv: on accelerators (kernel launches) and in compiled graphs (one fused loop) the fused forms win.
     """
-    return x.device.type != "cpu" or torch.compiler.is_compiling()
+    return x.device.type != "cpu" or torch.compiler.is_compiling() or not CPU_TAP_LOOPS
 
 
 def depthwise_conv_same(x: torch.Tensor, weight: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,8 +129,11 @@ class _LightweightConv(torch.autograd.Function):
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype ops on t compute in: the autocast dtype when autocast is on for t's device, else t's."""
     dev = t.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return t.dtype
 
 
 def grouped_or_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
