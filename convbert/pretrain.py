@@ -292,7 +292,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             loss, stats = train_step(net, b, norms, precision, float(info.world_size), sync=last)
             for k in STAT_KEYS:
                 window[k] += float(stats[k])
-        grad_norm = precision.step(optimizer, params, trainer.max_grad_norm)
+        grad_norm = float(precision.step(optimizer, params, trainer.max_grad_norm))  # a tensor: read here
         if not math.isfinite(grad_norm) and precision.scaler is None:
             last = find_latest(ckpt_dir)
             raise FloatingPointError(
