@@ -12,7 +12,7 @@ SEEDS ?= 1,2,3
 TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune clean
+.PHONY: help venv test lint data pretrain glue squad table reproduce bench bench-model bench-data bench-finetune gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -51,8 +51,11 @@ table: $(STAMP) ## aggregate runs/**/results.json into the score table
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> table for EXPERIMENT=<name>
 	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),pretrain_experiment=$(EXPERIMENT)) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
-bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
+bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)
+
+gpu-check: $(STAMP) ## GPU readiness: bf16 step eager/compiled (tokens/s, MFU, host syncs), fp16, 2-GPU DDP, fine-tune
+	$(PY) tests/benchmarks/gpu_check.py $(ARGS)
 
 bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
 	$(PY) tests/benchmarks/bench_model.py $(ARGS)
