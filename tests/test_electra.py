@@ -52,6 +52,15 @@ def test_masking_counts_positions_and_split():
     assert torch.equal(masked_ids[~masked], ids[~masked])  # no random-token replacement anywhere
 
 
+def test_max_predictions_is_electras_max_predictions_per_seq():
+    assert max_predictions(128, 0.15) == 19  # ELECTRA's setting for T = 128
+    assert max_predictions(512, 0.15) == 77  # the tight bound round(0.15 T): no slot is ever unused by all rows
+    assert max_predictions(10, 0.15) == 2  # round(1.5) in fp32, as mask_tokens counts (ELECTRA computes in fp32)
+    ids, attn = _batch([10, 10, 9], T=10)
+    m = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(0, 0, 0, 3), ElectraObjective())
+    assert m.positions.shape == (3, 2) and m.valid.sum(1).tolist() == [2, 2, 1]
+
+
 def test_masking_is_keyed_per_example_not_per_batch():
     ids, attn = _batch([64, 50, 30, 20])
     obj = ElectraObjective()

@@ -26,11 +26,3 @@ def test_gpu_check_dry_run_on_cpu_passes_every_check():
     ddp = next(r for r in rows if r["check"] == "ddp")
     assert ddp["backend"] == "gloo" and ddp["max_weight_diff"] < 1e-4
 
-
-def test_gpu_check_without_cuda_fails_clearly():
-    if subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(torch.cuda.is_available())"]).returncode:
-        return  # a CUDA machine: the full check is what `make gpu-check` runs
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "tests/benchmarks/gpu_check.py", "--checks", "matmul"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "no CUDA device" in proc.stdout
