@@ -171,7 +171,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 # ---- sampling --------------------------------------------------------------------------------------
 
-GUMBEL_CHUNK = 1 << 18  # noise elements per eager chunk: a few MB of int64, cache-resident on CPU
+def gumbel_chunk(device: torch.device) -> int:
+    """Noise elements per eager chunk: on CPU a few MB of int64 that stay in cache; on accelerators, where each
+    op is a kernel launch, 128 MB chunks (a handful per step) bound the temporaries without many launches."""
+    return 1 << 18 if device.type == "cpu" else 1 << 24
 
 
 def gumbel_keys(seeds: torch.Tensor, slots: int) -> torch.Tensor:
@@ -182,8 +185,8 @@ def gumbel_keys(seeds: torch.Tensor, slots: int) -> torch.Tensor:
 def gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
     """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN): argmax(logits / t - log(-log U)), U a hash of
     (row key, vocab index). logits [..., V], keys [...] int64 (gumbel_keys) -> samples [...] long.
-    Eager: rows in chunks of about GUMBEL_CHUNK elements, in place, so the noise stays in cache and no
-    [M, V] int64 buffer is allocated; compiled: one expression that the compiler fuses into one pass."""
+    Eager: rows in chunks of gumbel_chunk() elements, in place, so that no [M, V] int64 buffer is
+    allocated; compiled: one expression that the compiler fuses into one pass."""
     V = logits.shape[-1]
     z, k = logits.reshape(-1, V), keys.reshape(-1, 1)
     vocab = _counters(V, _GUMBEL, logits.device)  # [V]
@@ -196,10 +199,11 @@ def gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, temperature: float) 
         log_neg_log_u = _unit(_mix32_(vocab ^ k)).log_().neg_().log_()  # log(-log U) = -Gumbel noise
         return (z - log_neg_log_u).argmax(-1)
 
-    if torch.compiler.is_compiling() or z.shape[0] * V <= GUMBEL_CHUNK:
+    chunk = gumbel_chunk(logits.device)
+    if torch.compiler.is_compiling() or z.shape[0] * V <= chunk:
         out = sample(z, k)
     else:
-        rows = max(1, GUMBEL_CHUNK // V)
+        rows = max(1, chunk // V)
         out = torch.cat([sample(z[i:i + rows], k[i:i + rows]) for i in range(0, z.shape[0], rows)])
     return out.view(logits.shape[:-1])
 

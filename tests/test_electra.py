@@ -81,6 +81,16 @@ def test_gumbel_sampling_follows_the_distribution():
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.03)
 
 
+def test_gumbel_noise_is_keyed_per_row_whatever_the_chunking():
+    logits = torch.randn(3, 20, 9000)  # 540k noise elements: sampled in chunks of rows
+    keys = gumbel_keys(as_seed_tensor(example_seeds(0, 0, 0, 3)), 20)
+    full = gumbel_sample(logits, keys, 1.0)
+    one_by_one = torch.stack([torch.stack([gumbel_sample(logits[b, p], keys[b, p], 1.0) for p in range(20)])
+                              for b in range(3)])
+    assert torch.equal(full, one_by_one)
+    assert not torch.equal(full, logits.argmax(-1))  # the noise does change samples
+
+
 def _tiny_model(**kw) -> ElectraPretrainer:
     torch.manual_seed(0)
     config = ConvBertConfig.from_preset("tiny", vocab_size=500, num_hidden_layers=1, **kw)
