@@ -264,9 +264,11 @@ def _gemm_flops(name: str, tensors: tuple) -> float:
     return 2.0 * math.prod(a) * b[-1]  # [..., m, k] @ [..., k, n]: 2 * batch * m * k * n
 
 
-def gemm_rate(step: Callable[[int], float], i: int, min_time_s: float = 0.02) -> dict:
+def gemm_rate(step: Callable[[int], float], i: int, rounds: int = 5, round_s: float = 0.005) -> dict:
     """Run step i once, recording its GEMMs; then time each distinct GEMM alone (same shapes, strides, dtype)
-    and return the step's GEMM FLOPs over their summed time: the matmul rate this machine gives these shapes."""
+    and return the step's GEMM FLOPs over their summed time: the matmul rate this machine gives these shapes.
+    Each GEMM's time is the best of `rounds` short rounds, so that a burst of load from other processes does
+    not lower the rate (which would inflate the utilisation)."""
     recorder = _GemmRecorder()
     with recorder:
         step(i)
@@ -275,11 +277,14 @@ def gemm_rate(step: Callable[[int], float], i: int, min_time_s: float = 0.02) ->
         operands = [torch.empty_strided(shape, stride, dtype=dtype).normal_() for shape, stride in tensors]
         fn = getattr(torch.ops.aten, name.split(".", 1)[1])
         fn(*operands, **dict(scalars))  # warm-up
-        reps, t0 = 0, time.perf_counter()
-        while reps < 3 or time.perf_counter() - t0 < min_time_s:
-            fn(*operands, **dict(scalars))
-            reps += 1
-        seconds += count * (time.perf_counter() - t0) / reps
+        best = math.inf
+        for _ in range(rounds):
+            reps, t0 = 0, time.perf_counter()
+            while reps < 1 or time.perf_counter() - t0 < round_s:
+                fn(*operands, **dict(scalars))
+                reps += 1
+            best = min(best, (time.perf_counter() - t0) / reps)
+        seconds += count * best
         flops += count * _gemm_flops(name, tensors)
     return {"gemm_tflops": flops / seconds / 1e12, "gemm_flops_per_step": flops, "gemm_s_per_step": seconds,
             "gemm_shapes": len(recorder.calls)}
