@@ -51,9 +51,9 @@ class Precision:
         elif kind == "bf16" and device.type == "cuda" and not native_bf16(device):
             warnings.warn("precision=bf16 on a GPU without native bf16 (compute capability < 8.0): it is "
                           "emulated and slow; use precision=fp16 (with loss scaling) or fp32.", stacklevel=2)
-        if device.type == "cuda" and tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True  # process-wide, as torch offers it
-            torch.backends.cudnn.allow_tf32 = True
+        if device.type == "cuda":  # process-wide switches, as torch offers them; tf32=False: exact fp32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         self.scaler = torch.amp.GradScaler(device.type) if kind == "fp16" else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
