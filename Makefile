@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS TASK
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint data pretrain glue search squad table reproduce bench bench-model bench-data bench-finetune clean
+.PHONY: help venv test test-fast lint data pretrain glue search squad table reproduce bench bench-model bench-data bench-finetune gpu-check clean
 
 help: ## list the targets and the variables
 	@echo "Targets:"
@@ -63,8 +63,11 @@ table: $(STAMP) ## aggregate runs/**/results.json into the score table
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPERIMENT=<name>[,<name>...]
 	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
-bench: $(STAMP) ## one ELECTRA training step: ours vs transformers (tokens/s, peak memory)
+bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)
+
+gpu-check: $(STAMP) ## GPU readiness: bf16 step eager/compiled (tokens/s, MFU, host syncs), fp16, 2-GPU DDP, fine-tune
+	$(PY) tests/benchmarks/gpu_check.py $(ARGS)
 
 bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
 	$(PY) tests/benchmarks/bench_model.py $(ARGS)

@@ -1,4 +1,4 @@
-"""ELECTRA-style pretraining objective (SPEC §3): masking, generator sampling, replaced-token detection.
+"""ELECTRA-style pretraining objective (docs/design.md §3): masking, generator sampling, replaced-token detection.
 
 Randomness is keyed per example, by (seed, step, position of the example in the global batch), never by
 rank or micro-batch. Losses are sums divided by global token counts. Together these make a step identical
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ class ElectraObjective:
     mlm_weight: float = 1.0
     rtd_weight: float = 50.0
     temperature: float = 1.0  # generator sampling temperature
-    generator_size: float | None = None  # generator width / discriminator width; None: SPEC default
+    generator_size: float | None = None  # generator width / discriminator width; None: the default of docs/design.md §2
 
     def __post_init__(self) -> None:
         for name in ("mask_prob", "mask_token_prob"):
@@ -48,8 +49,82 @@ def example_seeds(seed: int, step: int, first: int, count: int) -> list[int]:
     return out
 
 
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+# ---- counter-based noise ----------------------------------------------------------------------------
+# Every random number of the objective is a hash of (example seed, stream, counter): computed by plain tensor
+# ops on any device, vectorised over the batch, traceable by torch.compile, and the same whichever process or
+# micro-batch holds the example. Arithmetic stays in int64 on values below 2^32 times constants below 2^27, so
+# no product overflows on any backend.
+
+_MASK32 = 0xFFFFFFFF
+_MUL = 0x45D9F3B  # multiply-xorshift hash constant (good avalanche on 32-bit inputs)
+_ORDER, _SHOW, _GUMBEL, _SLOT = 0x2545F491, 0x9E3779B9, 0x7FEB352D, 0x68E31DA4  # stream salts
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective hash of 32-bit values held in int64 (two multiply-xorshift rounds)."""
+    x = ((x >> 16) ^ x) * _MUL & _MASK32
+    x = ((x >> 16) ^ x) * _MUL & _MASK32
+    return (x >> 16) ^ x
+
+
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """_mix32 in place, for the large Gumbel noise buffers in eager mode."""
+    x.bitwise_xor_(x >> 16).mul_(_MUL).bitwise_and_(_MASK32)
+    x.bitwise_xor_(x >> 16).mul_(_MUL).bitwise_and_(_MASK32)
+    return x.bitwise_xor_(x >> 16)
+
+
+def _keys(seeds: torch.Tensor, salt: int) -> torch.Tensor:
+    """seeds [...] int64 (63-bit) -> 32-bit stream keys [...]."""
+    return _mix32(_mix32((seeds & _MASK32) ^ salt) ^ (seeds >> 32))
+
+
+def _counters(n: int, salt: int, device: torch.device) -> torch.Tensor:
+    """The hashed counters 0..n-1 of a stream [n]: xor-ed with a key and hashed again, one uniform each."""
+    return _mix32(torch.arange(n, dtype=torch.long, device=device) ^ salt)
+
+
+def _unit(h: torch.Tensor) -> torch.Tensor:
+    """32-bit hashes -> fp32 uniforms in (0, 1) with 24 bits (2^-25 away from both ends)."""
+    return (h >> 8).float().mul_(2.0**-24).add_(2.0**-25)
+
+
+def _uniform(seeds: torch.Tensor, salt: int, n: int) -> torch.Tensor:
+    """seeds [B] -> uniforms [B, n] of stream `salt`."""
+    return _unit(_mix32(_keys(seeds, salt)[:, None] ^ _counters(n, salt, seeds.device)))
+
+
+def as_seed_tensor(seeds: list[int] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """example_seeds' list (or a tensor) as an int64 tensor [B]."""
+    return torch.as_tensor(seeds, dtype=torch.long, device=device)
+
+
+# ---- masking ---------------------------------------------------------------------------------------
+
+_MAX_PREDICTIONS: dict[tuple[int, float], int] = {}
+
+
+def max_predictions(seq_len: int, mask_prob: float) -> int:
+    """ELECTRA's max_predictions_per_seq: the most positions a sequence of at most seq_len tokens masks
+    (round(mask_prob * n) in fp32, as ELECTRA and mask_tokens compute it; at least 1)."""
+    key = (seq_len, mask_prob)
+    if key not in _MAX_PREDICTIONS:
+        n = torch.round(torch.arange(seq_len + 1) * mask_prob).long()
+        _MAX_PREDICTIONS[key] = int(n.max().clamp(min=1).clamp(max=max(seq_len, 1)))
+    return _MAX_PREDICTIONS[key]
+
+
+class MaskedTokens(NamedTuple):
+    """mask_tokens' result. The masked positions are given as a fixed number P = max_predictions(T) of slots
+    per sequence (valid ones first), so that no later shape depends on how many tokens were masked."""
+
+    masked_ids: torch.Tensor  # [B, T] generator input
+    positions: torch.Tensor  # [B, P] long: distinct positions, the masked ones first, then unmasked fillers
+    valid: torch.Tensor  # [B, P] bool: slot holds a masked position
+
+    def dense(self) -> torch.Tensor:
+        """Masked positions as bool [B, T]."""
+        return torch.zeros_like(self.masked_ids, dtype=torch.bool).scatter_(1, self.positions, self.valid)
 
 
 def mask_tokens(
@@ -57,40 +132,80 @@ def mask_tokens(
     attention_mask: torch.Tensor,  # [B,T], 1 = real token
     special_ids: list[int],  # never masked ([CLS], [SEP], [PAD], ...)
     mask_token_id: int,
-    seeds: list[int],  # one per example
+    seeds: list[int] | torch.Tensor,  # one per example
     objective: ElectraObjective,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (generator input ids [B,T], masked positions bool [B,T])."""
+) -> MaskedTokens:
+    """ELECTRA masking (docs/design.md §3). Pure tensor ops on the inputs' device: the training loop runs it on
+    the CPU batch before the copy, so the device never waits for it."""
     B, T = input_ids.shape
+    seeds = as_seed_tensor(seeds, input_ids.device)
     real = attention_mask.bool()
     candidate = real & ~torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
-    # ELECTRA: round(p * real tokens) (round half to even), at least 1, at most the candidates
+    # ELECTRA: round(p * real tokens) in fp32 (round half to even), at least 1, at most the candidates
     n_mask = torch.round(real.sum(1) * objective.mask_prob).long().clamp(min=1)
     n_mask = torch.minimum(n_mask, candidate.sum(1))
-    noise = torch.stack([torch.rand(2, T, generator=_generator(s, torch.device("cpu"))) for s in seeds])
-    noise = noise.to(input_ids.device)  # [B,2,T]: pick order, then [MASK]-or-keep
-    order = noise[:, 0].masked_fill(~candidate, 2.0)  # non-candidates sort last
-    rank = order.argsort(1).argsort(1)
-    masked = rank < n_mask[:, None]
-    show_mask = masked & (noise[:, 1] < objective.mask_token_prob)
-    return input_ids.masked_fill(show_mask, mask_token_id), masked
+    P = max_predictions(T, objective.mask_prob)
+    order = _uniform(seeds, _ORDER, T).masked_fill(~candidate, 2.0)  # non-candidates sort last
+    positions = order.argsort(dim=1, stable=True)[:, :P]  # [B, P] distinct
+    valid = torch.arange(P, device=input_ids.device) < n_mask[:, None]
+    show_mask = valid & (_uniform(seeds, _SHOW, P) < objective.mask_token_prob)
+    shown = torch.where(show_mask, mask_token_id, input_ids.gather(1, positions))
+    return MaskedTokens(input_ids.scatter(1, positions, shown), positions, valid)
 
 
-def gumbel_sample(logits: torch.Tensor, counts: list[int], seeds: list[int], temperature: float) -> torch.Tensor:
-    """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN): argmax(logits / t - log(-log U)), with U drawn
-    per example from its seed. logits [M,V], rows grouped by example. Works one example at a time, in place,
-    so that the noise stays in cache instead of several [M,V] temporaries."""
-    samples, start = [], 0
-    for n, s in zip(counts, seeds, strict=True):
-        z = logits[start:start + n].float()
+def prepare_batch(batch: dict[str, torch.Tensor], special_ids: list[int], mask_token_id: int,
+                  seeds: list[int] | torch.Tensor, objective: ElectraObjective) -> dict[str, Any]:
+    """A data batch (input_ids, attention_mask, token_type_ids) plus what train_step needs: masked_ids,
+    mask_positions, mask_valid, seeds (int64 tensor) and has_padding (a Python bool, read here on the host:
+    False lets the encoders skip the attention mask). Call it on the CPU batch, then move the tensors."""
+    m = mask_tokens(batch["input_ids"], batch["attention_mask"], special_ids, mask_token_id, seeds, objective)
+    has_padding = batch["attention_mask"].device.type != "cpu" or not bool(batch["attention_mask"].all())
+    return {**batch, "masked_ids": m.masked_ids, "mask_positions": m.positions, "mask_valid": m.valid,
+            "seeds": as_seed_tensor(seeds), "has_padding": has_padding}
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """prepare_batch's result on `device` (tensors only; pinned CPU tensors copy asynchronously)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# ---- sampling --------------------------------------------------------------------------------------
+
+def gumbel_chunk(device: torch.device) -> int:
+    """Noise elements per eager chunk: on CPU a few MB of int64 that stay in cache; on accelerators, where each
+    op is a kernel launch, 128 MB chunks (a handful per step) bound the temporaries without many launches."""
+    return 1 << 18 if device.type == "cpu" else 1 << 24
+
+
+def gumbel_keys(seeds: torch.Tensor, slots: int) -> torch.Tensor:
+    """Per-row noise keys [B, slots] for gumbel_sample: row p of example b is keyed by (seed_b, p)."""
+    return _mix32(_keys(seeds, _GUMBEL)[:, None] ^ _counters(slots, _SLOT, seeds.device))
+
+
+def gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN): argmax(logits / t - log(-log U)), U a hash of
+    (row key, vocab index). logits [..., V], keys [...] int64 (gumbel_keys) -> samples [...] long.
+    Eager: rows in chunks of gumbel_chunk() elements, in place, so that no [M, V] int64 buffer is
+    allocated; compiled: one expression that the compiler fuses into one pass."""
+    V = logits.shape[-1]
+    z, k = logits.reshape(-1, V), keys.reshape(-1, 1)
+    vocab = _counters(V, _GUMBEL, logits.device)  # [V]
+
+    def sample(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        z = z.float()
         z = z / temperature if temperature != 1.0 else z
-        u = torch.rand(n, logits.shape[1], generator=_generator(s + 1, logits.device), device=logits.device)
-        neg_gumbel = u.clamp_min_(1e-20).log_().neg_().clamp_min_(1e-20).log_()  # log(-log U) = -Gumbel noise
-        samples.append((z - neg_gumbel).argmax(-1))
-        start += n
-    if start != logits.shape[0]:
-        raise ValueError(f"counts sum to {start}, logits have {logits.shape[0]} rows")
-    return torch.cat(samples) if samples else logits.new_zeros(0, dtype=torch.long)
+        if torch.compiler.is_compiling():
+            return (z - _unit(_mix32(vocab ^ k)).log().neg().log()).argmax(-1)
+        log_neg_log_u = _unit(_mix32_(vocab ^ k)).log_().neg_().log_()  # log(-log U) = -Gumbel noise
+        return (z - log_neg_log_u).argmax(-1)
+
+    chunk = gumbel_chunk(logits.device)
+    if torch.compiler.is_compiling() or z.shape[0] * V <= chunk:
+        out = sample(z, k)
+    else:
+        rows = max(1, chunk // V)
+        out = torch.cat([sample(z[i:i + rows], k[i:i + rows]) for i in range(0, z.shape[0], rows)])
+    return out.view(logits.shape[:-1])
 
 
 class ElectraPretrainer(nn.Module):
@@ -123,50 +238,59 @@ class ElectraPretrainer(nn.Module):
         self,
         input_ids: torch.Tensor,  # [B,T] original tokens
         masked_ids: torch.Tensor,  # [B,T] generator input
-        masked: torch.Tensor,  # [B,T] bool
-        attention_mask: torch.Tensor,
+        positions: torch.Tensor,  # [B,P] masked positions (mask_tokens)
+        valid: torch.Tensor,  # [B,P] bool
+        attention_mask: torch.Tensor | None,  # [B,T]; None: no padding
         token_type_ids: torch.Tensor,
-        seeds: list[int],
+        seeds: torch.Tensor,  # [B] int64
         norms: torch.Tensor,  # [2]: global masked-token and real-token counts of the whole step
         loss_scale: float = 1.0,  # world size under DDP, whose gradient all-reduce averages over ranks
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """-> (weighted MLM loss, corrupted ids [B,T] sampled from the generator, stats)."""
+        """-> (weighted MLM loss, corrupted ids [B,T] sampled from the generator, stats). Fixed shapes and no
+        reads of device values: the phase compiles as one graph and never waits for the device."""
         obj = self.objective
+        B, P = positions.shape
         gen_hidden = self.generator(masked_ids, attention_mask, token_type_ids)  # [B,T,dg]
-        targets = input_ids[masked]  # [M]
-        # vocab logits at masked positions only, fp32, detached: backward rebuilds what it needs
-        mlm_sum, logits = self.generator_head.loss(gen_hidden[masked], targets)  # [], [M,V]
+        targets = input_ids.gather(1, positions)  # [B,P]
+        hidden = gen_hidden.gather(1, positions[:, :, None].expand(B, P, gen_hidden.shape[-1]))  # [B,P,dg]
+        weights = valid.to(torch.float32)
+        # vocab logits at the P slots only, fp32, detached: backward rebuilds what it needs
+        mlm_sum, logits = self.generator_head.loss(hidden.flatten(0, 1), targets.flatten(), weights.flatten())
         with torch.no_grad():
-            mlm_correct = (logits.argmax(-1) == targets).sum()
-            sampled = gumbel_sample(logits, masked.sum(1).tolist(), seeds, obj.temperature)
-            corrupted = input_ids.masked_scatter(masked, sampled)
+            logits = logits.view(B, P, -1)
+            mlm_correct = ((logits.argmax(-1) == targets) & valid).sum()
+            sampled = gumbel_sample(logits, gumbel_keys(seeds, P), obj.temperature)  # [B,P]
+            # unmasked filler slots write their own token back; positions are distinct, so the scatter is exact
+            corrupted = input_ids.scatter(1, positions, torch.where(valid, sampled, targets))
         loss = obj.mlm_weight * mlm_sum / norms[0] * loss_scale
-        stats = {"mlm_loss_sum": mlm_sum.detach(), "mlm_correct": mlm_correct, "masked": masked.sum()}
+        stats = {"mlm_loss_sum": mlm_sum.detach(), "mlm_correct": mlm_correct, "masked": valid.sum()}
         return loss, corrupted, {k: v.float() for k, v in stats.items()}
 
     def discriminator_phase(
         self,
         input_ids: torch.Tensor,  # [B,T] original tokens
         corrupted: torch.Tensor,  # [B,T] from generator_phase
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor,  # [B,T], weights of the loss
         token_type_ids: torch.Tensor,
         norms: torch.Tensor,
         loss_scale: float = 1.0,
+        has_padding: bool = True,  # False: the encoder runs without attention mask
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (weighted replaced-token-detection loss, stats)."""
-        disc_hidden = self.discriminator(corrupted, attention_mask, token_type_ids)  # [B,T,d]
+        disc_hidden = self.discriminator(corrupted, attention_mask if has_padding else None, token_type_ids)
         real = attention_mask.bool()
-        disc_logits = self.discriminator_head(disc_hidden)[real].float()  # [R]
-        labels = (corrupted != input_ids)[real].float()  # replaced: masked AND the sample differs
-        rtd_sum = F.binary_cross_entropy_with_logits(disc_logits, labels, reduction="sum")
+        disc_logits = self.discriminator_head(disc_hidden).float()  # [B,T]
+        replaced = corrupted != input_ids  # masked AND the sample differs (never at padding)
+        labels = replaced.float()
+        rtd_sum = F.binary_cross_entropy_with_logits(disc_logits, labels, weight=real.float(), reduction="sum")
         loss = self.objective.rtd_weight * rtd_sum / norms[1] * loss_scale
         with torch.no_grad():
-            predicted, replaced = disc_logits > 0, labels.bool()
+            predicted = (disc_logits > 0) & real
             stats = {
                 "rtd_loss_sum": rtd_sum.detach(),
                 "tokens": real.sum(),
-                "disc_correct": (predicted == replaced).sum(),
-                "replaced": labels.sum(),
+                "disc_correct": ((predicted == replaced) & real).sum(),
+                "replaced": replaced.sum(),
                 "predicted_replaced": predicted.sum(),
                 "true_positive": (predicted & replaced).sum(),
             }
@@ -176,20 +300,22 @@ class ElectraPretrainer(nn.Module):
 def train_step(net: nn.Module, batch: dict, norms: torch.Tensor, precision: Precision, loss_scale: float = 1.0,
                sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward and backward of one micro-batch through an ElectraPretrainer (or its DDP wrapper), generator
-    phase first. batch: input_ids, masked_ids, masked, attention_mask, token_type_ids, seeds. Under DDP the
-    gradients are all-reduced after the discriminator's backward when `sync` (needs
-    find_unused_parameters=True: the generator's own parameters are not used in that phase).
-    Returns (the micro-batch's total loss, detached; summed stats)."""
+    phase first. batch: prepare_batch's keys, on the model's device. Under DDP the gradients are all-reduced
+    after the discriminator's backward when `sync` (needs find_unused_parameters=True: the generator's own
+    parameters are not used in that phase). Nothing here reads a device value, so the host runs ahead.
+    Returns (the micro-batch's total loss, detached; summed stats as 0-dim fp32 tensors, STAT_KEYS)."""
     ids, am, tt = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    padded = batch.get("has_padding", True)
     no_sync = net.no_sync if isinstance(net, DistributedDataParallel) else contextlib.nullcontext
     with no_sync():
         with precision.autocast():
-            gen_loss, corrupted, stats = net("generator_phase", ids, batch["masked_ids"], batch["masked"], am, tt,
-                                             batch["seeds"], norms, loss_scale)
+            gen_loss, corrupted, stats = net("generator_phase", ids, batch["masked_ids"], batch["mask_positions"],
+                                             batch["mask_valid"], am if padded else None, tt, batch["seeds"],
+                                             norms, loss_scale)
         precision.backward(gen_loss)
     with contextlib.nullcontext() if sync else no_sync():
         with precision.autocast():
-            disc_loss, disc_stats = net("discriminator_phase", ids, corrupted, am, tt, norms, loss_scale)
+            disc_loss, disc_stats = net("discriminator_phase", ids, corrupted, am, tt, norms, loss_scale, padded)
         precision.backward(disc_loss)
     return gen_loss.detach() + disc_loss.detach(), {**stats, **disc_stats}
 

@@ -1,7 +1,7 @@
 """ConvBERT (Jiang et al., 2020) in one file: embeddings, mixed attention, grouped FFN, encoder and heads.
 
 Layout convention: activations stay [B, T, features] end to end; heads are split with views only.
-The mixed-attention block follows SPEC §2; HF transformers' ConvBertModel state-dict is the interchange
+The mixed-attention block follows docs/design.md §2; HF transformers' ConvBertModel state-dict is the interchange
 format (see convbert/hf.py for the key mapping).
 """
 
@@ -146,6 +146,14 @@ class ConvBertLayer(nn.Module):
         return self.LayerNorm(h + self.dropout(ff))
 
 
+def _has_padding(attention_mask: torch.Tensor) -> bool:
+    """False only when the mask is known to have no padding without asking the device: CPU masks are
+    checked (free), masks on an accelerator or in a compiled graph are assumed padded (no host sync)."""
+    if attention_mask.device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    return not bool(attention_mask.all())
+
+
 def init_weights(module: nn.Module, config: ConvBertConfig) -> None:
     """Official init: normal(0, 0.02) dense/embeddings, depthwise conv normal(0, 1/k), zero bias, LN ones."""
     std = config.initializer_range
@@ -185,16 +193,20 @@ class ConvBertModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        # input_ids [B, T]; attention_mask [B, T] (1 = token, 0 = padding)
+        # input_ids [B, T]; attention_mask [B, T] (1 = token, 0 = padding). Pass None when nothing is padded:
+        # without a mask SDPA may pick its flash kernel on GPU. A CPU mask without padding is dropped here (the
+        # check is free there; on an accelerator it would wait for the device, so the caller decides).
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
         if self.embeddings_project is not None:
             x = self.embeddings_project(x)  # [B, T, d]
         attn_bias = pad = conv_keep = None
-        if attention_mask is not None:
+        if attention_mask is not None and _has_padding(attention_mask):
             keep = attention_mask.bool()  # [B, T]
-            # finite large negative (not -inf) so a fully padded row stays finite instead of NaN
-            attn_bias = torch.zeros(keep.shape, dtype=torch.float32, device=keep.device)
-            attn_bias = attn_bias.masked_fill(~keep, -1e9)[:, None, None, :]  # [B, 1, 1, T]
+            # the compute dtype's most negative finite value: -1e9 overflows to -inf in fp16, and a fully padded
+            # row stays finite instead of NaN
+            dtype = compute_dtype(x)
+            attn_bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+            attn_bias = attn_bias.masked_fill(~keep, torch.finfo(dtype).min)[:, None, None, :]  # [B, 1, 1, T]
             if self.config.attention == "mixed" and self.config.mask_conv_padding:
                 pad = ~keep[:, :, None]  # [B, T, 1]
                 conv_keep = conv_tap_mask(keep, self.config.conv_kernel_size)
@@ -246,10 +258,12 @@ class GeneratorHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(self._transform(hidden), self.word_embeddings.weight, self.bias)  # [..., V]
 
-    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden [M, d], targets [M] -> (summed cross-entropy, detached fp32 logits [M, V]); the logits are
-        not kept for backward (see ops.tied_lm_cross_entropy)."""
-        return tied_lm_cross_entropy(self._transform(hidden), self.word_embeddings.weight, self.bias, targets)
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, row_weights: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [M, d], targets [M], row_weights [M] (None: all 1) -> (weighted summed cross-entropy,
+        detached fp32 logits [M, V]); the logits are not kept for backward (see ops.tied_lm_cross_entropy)."""
+        return tied_lm_cross_entropy(self._transform(hidden), self.word_embeddings.weight, self.bias, targets,
+                                     row_weights)
 
     def _transform(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(F.gelu(self.dense(hidden)))  # [..., E]

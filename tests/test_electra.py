@@ -7,9 +7,13 @@ from convbert.config import ConvBertConfig
 from convbert.electra import (
     ElectraObjective,
     ElectraPretrainer,
+    as_seed_tensor,
     example_seeds,
+    gumbel_keys,
     gumbel_sample,
     mask_tokens,
+    max_predictions,
+    prepare_batch,
     train_step,
 )
 from convbert.train import Precision
@@ -33,7 +37,10 @@ def test_masking_counts_positions_and_split():
     lengths = [64, 40, 17, 5, 3, 64, 63, 10] * 50
     ids, attn = _batch(lengths)
     obj = ElectraObjective()
-    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(1, 0, 0, len(lengths)), obj)
+    m = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(1, 0, 0, len(lengths)), obj)
+    masked_ids, masked = m.masked_ids, m.dense()
+    assert m.positions.shape == (len(lengths), max_predictions(64, 0.15)) == (len(lengths), 10)
+    assert torch.equal(masked.sum(1), m.valid.sum(1))  # valid slots hold distinct masked positions
     real = attn.sum(1)
     expected = torch.round(real.float() * 0.15).long().clamp(min=1)  # round half to even, as ELECTRA
     assert torch.equal(masked.sum(1), expected)
@@ -45,22 +52,43 @@ def test_masking_counts_positions_and_split():
     assert torch.equal(masked_ids[~masked], ids[~masked])  # no random-token replacement anywhere
 
 
+def test_max_predictions_is_electras_max_predictions_per_seq():
+    assert max_predictions(128, 0.15) == 19  # ELECTRA's setting for T = 128
+    assert max_predictions(512, 0.15) == 77  # the tight bound round(0.15 T): no slot is ever unused by all rows
+    assert max_predictions(10, 0.15) == 2  # round(1.5) in fp32, as mask_tokens counts (ELECTRA computes in fp32)
+    ids, attn = _batch([10, 10, 9], T=10)
+    m = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(0, 0, 0, 3), ElectraObjective())
+    assert m.positions.shape == (3, 2) and m.valid.sum(1).tolist() == [2, 2, 1]
+
+
 def test_masking_is_keyed_per_example_not_per_batch():
     ids, attn = _batch([64, 50, 30, 20])
     obj = ElectraObjective()
-    full_ids, full_mask = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 3, 0, 4), obj)
+    full = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 3, 0, 4), obj)
     # the second half of the global batch on another rank: positions 2 and 3
-    half_ids, half_mask = mask_tokens(ids[2:], attn[2:], SPECIALS, MASK, example_seeds(7, 3, 2, 2), obj)
-    assert torch.equal(full_ids[2:], half_ids) and torch.equal(full_mask[2:], half_mask)
-    other_step, _ = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 4, 0, 4), obj)
-    assert not torch.equal(other_step, full_ids)
+    half = mask_tokens(ids[2:], attn[2:], SPECIALS, MASK, example_seeds(7, 3, 2, 2), obj)
+    for a, b in zip(full, half, strict=True):
+        assert torch.equal(a[2:], b)
+    other_step = mask_tokens(ids, attn, SPECIALS, MASK, example_seeds(7, 4, 0, 4), obj)
+    assert not torch.equal(other_step.masked_ids, full.masked_ids)
 
 
 def test_gumbel_sampling_follows_the_distribution():
-    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 1e-9]])).repeat(4000, 1)
-    samples = gumbel_sample(logits.half(), [4000], [123], 1.0)  # low-precision logits are sampled in fp32
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 1e-9]])).repeat(1, 4000, 1)  # [1 example, 4000 rows, V]
+    keys = gumbel_keys(as_seed_tensor([123]), 4000)
+    samples = gumbel_sample(logits.half(), keys, 1.0).flatten()  # low-precision logits are sampled in fp32
     freq = torch.bincount(samples, minlength=4).float() / 4000
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.03)
+
+
+def test_gumbel_noise_is_keyed_per_row_whatever_the_chunking():
+    logits = torch.randn(3, 20, 9000)  # 540k noise elements: sampled in chunks of rows
+    keys = gumbel_keys(as_seed_tensor(example_seeds(0, 0, 0, 3)), 20)
+    full = gumbel_sample(logits, keys, 1.0)
+    one_by_one = torch.stack([torch.stack([gumbel_sample(logits[b, p], keys[b, p], 1.0) for p in range(20)])
+                              for b in range(3)])
+    assert torch.equal(full, one_by_one)
+    assert not torch.equal(full, logits.argmax(-1))  # the noise does change samples
 
 
 def _tiny_model(**kw) -> ElectraPretrainer:
@@ -72,14 +100,13 @@ def _tiny_model(**kw) -> ElectraPretrainer:
 def _step_inputs(model: ElectraPretrainer, lengths=(64, 40, 30, 64)) -> tuple[dict, torch.Tensor]:
     ids, attn = _batch(list(lengths))
     seeds = example_seeds(1, 0, 0, len(lengths))
-    masked_ids, masked = mask_tokens(ids, attn, SPECIALS, MASK, seeds, model.objective)
-    batch = {"input_ids": ids, "masked_ids": masked_ids, "masked": masked, "attention_mask": attn,
-             "token_type_ids": torch.zeros_like(ids), "seeds": seeds}
-    return batch, torch.tensor([masked.sum(), attn.sum()]).float()
+    batch = prepare_batch({"input_ids": ids, "attention_mask": attn, "token_type_ids": torch.zeros_like(ids)},
+                          SPECIALS, MASK, seeds, model.objective)
+    return batch, torch.tensor([batch["mask_valid"].sum(), attn.sum()]).float()
 
 
 def _part(batch: dict, s: slice) -> dict:
-    return {k: v[s] for k, v in batch.items()}
+    return {k: v[s] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def test_replaced_labels_and_loss_normalisation():
@@ -105,8 +132,9 @@ def test_two_phase_step_gives_the_gradients_of_the_summed_loss():
     two_phase = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     torch.manual_seed(3)
-    gen_loss, corrupted, _ = model("generator_phase", batch["input_ids"], batch["masked_ids"], batch["masked"],
-                                   batch["attention_mask"], batch["token_type_ids"], batch["seeds"], norms.double())
+    gen_loss, corrupted, _ = model("generator_phase", batch["input_ids"], batch["masked_ids"],
+                                   batch["mask_positions"], batch["mask_valid"], batch["attention_mask"],
+                                   batch["token_type_ids"], batch["seeds"], norms.double())
     disc_loss, _ = model("discriminator_phase", batch["input_ids"], corrupted, batch["attention_mask"],
                          batch["token_type_ids"], norms.double())
     (gen_loss + disc_loss).backward()  # one backward of the whole ELECTRA loss

@@ -30,8 +30,9 @@ from convbert.electra import (
     STAT_KEYS,
     ElectraPretrainer,
     example_seeds,
-    mask_tokens,
+    prepare_batch,
     summarize,
+    to_device,
     train_flops,
     train_step,
 )
@@ -207,7 +208,7 @@ def one_step(state: TrainState, r: Run) -> None:
     (statistics stay on the device until log_window), except with the skip-bad-steps policy."""
     t, info = r.c.trainer, r.info
     micro_batches = [next_micro_batch(state, r, a) for a in range(t.grad_accum)]
-    norms = torch.stack([sum(b["masked"].sum() for b in micro_batches),
+    norms = torch.stack([sum(b["mask_valid"].sum() for b in micro_batches),
                          sum(b["attention_mask"].sum() for b in micro_batches)]).float()
     norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
     for a, b in enumerate(micro_batches):
@@ -228,11 +229,9 @@ def next_micro_batch(state: TrainState, r: Run, a: int) -> dict[str, Any]:
     """Micro-batch `a` of this rank in this step, masked with per-example seeds (docs/design.md §3), on the
     device. The seeds depend on the example's place in the global batch, not on rank or accumulation."""
     info = r.info
-    b = {k: v.to(info.device, non_blocking=True) for k, v in next(state.feed).items()}
-    b["seeds"] = example_seeds(r.c.seed, state.step, (a * info.world_size + info.rank) * r.micro, r.micro)
-    b["masked_ids"], b["masked"] = mask_tokens(b["input_ids"], b["attention_mask"], r.special_ids, r.mask_id,
-                                               b["seeds"], r.c.objective)
-    return b
+    seeds = example_seeds(r.c.seed, state.step, (a * info.world_size + info.rank) * r.micro, r.micro)
+    b = prepare_batch(next(state.feed), r.special_ids, r.mask_id, seeds, r.c.objective)  # masks on the host
+    return to_device(b, info.device)
 
 
 def skip_bad_step(state: TrainState, r: Run, params: list[torch.Tensor]) -> bool:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from convbert.data import PretrainDataset
-from convbert.electra import ElectraPretrainer, example_seeds, mask_tokens, summarize
+from convbert.electra import ElectraPretrainer, as_seed_tensor, example_seeds, mask_tokens, summarize
 from convbert.train.dist import DistInfo, all_reduce_sum
 from convbert.train.precision import Precision
 
@@ -44,10 +44,11 @@ class HeldOutEval:
 
     def _generate(self, model: ElectraPretrainer, b: dict, seeds: list[int]) -> tuple[torch.Tensor, dict]:
         """Fixed masking, then the generator's samples: (corrupted ids, generator stats)."""
-        masked_ids, masked = mask_tokens(b["input_ids"], b["attention_mask"], self.special_ids, self.mask_id, seeds,
-                                         model.objective)
-        _, corrupted, gen = model.generator_phase(b["input_ids"], masked_ids, masked, b["attention_mask"],
-                                                  b["token_type_ids"], seeds, torch.ones(2, device=masked.device))
+        m = mask_tokens(b["input_ids"], b["attention_mask"], self.special_ids, self.mask_id, seeds, model.objective)
+        dev = m.masked_ids.device
+        _, corrupted, gen = model.generator_phase(b["input_ids"], m.masked_ids, m.positions, m.valid,
+                                                  b["attention_mask"], b["token_type_ids"], as_seed_tensor(seeds, dev),
+                                                  torch.ones(2, device=dev))
         return corrupted, gen
 
     @staticmethod

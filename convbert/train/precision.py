@@ -1,4 +1,4 @@
-"""Mixed precision: autocast context, optional fp16 grad scaler, clipped optimizer step."""
+"""Mixed precision: autocast context, optional fp16 grad scaler, clipped optimizer step, device defaults."""
 
 from __future__ import annotations
 
@@ -17,17 +17,43 @@ def _cpu_has_fast_bf16() -> bool:
     return True if probe is None else bool(probe())
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively (and fast) on `device`: CUDA compute capability >= 8.0 (Ampere on),
+    not the emulated path that torch.cuda.is_bf16_supported() also counts; CPUs with AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return _cpu_has_fast_bf16()
+    return True
+
+
+def auto_precision(device: torch.device) -> str:
+    """precision=auto: bf16 where it is native on a GPU, else fp32 (fp16 needs loss scaling: ask for it)."""
+    return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+
+
 class Precision:
-    def __init__(self, kind: str, device: torch.device):
+    """One precision setting for a run. On CUDA, fp32 matmuls and convolutions use TF32 tensor cores
+    (`tf32=True`, the default: ~8x the fp32 rate at 10-bit mantissa products, fp32 accumulation, which
+    BERT-style training tolerates); fp16 gets a dynamic GradScaler (on CPU too, where torch supports fp16
+    autocast: useful to test the path, not fast)."""
+
+    def __init__(self, kind: str, device: torch.device, tf32: bool = True):
         if kind not in DTYPES:
             raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {kind!r}")
-        if kind == "fp16" and device.type != "cuda":
-            raise ValueError("precision=fp16 needs a CUDA device; use bf16 on CPU")
+        if kind != "fp32" and not torch.amp.is_autocast_available(device.type):
+            raise ValueError(f"precision={kind} needs autocast, which {device.type} devices lack; use fp32")
         self.kind, self.device, self.dtype = kind, device, DTYPES[kind]
         if kind == "bf16" and device.type == "cpu" and not _cpu_has_fast_bf16():
             warnings.warn("precision=bf16 on a CPU without AMX: bf16 matmuls run about half as fast as fp32 here "
                           "(measured on AVX512-BF16), so steps get slower; it still saves activation memory. "
                           "precision=fp32 is faster on this machine.", stacklevel=2)
+        elif kind == "bf16" and device.type == "cuda" and not native_bf16(device):
+            warnings.warn("precision=bf16 on a GPU without native bf16 (compute capability < 8.0): it is "
+                          "emulated and slow; use precision=fp16 (with loss scaling) or fp32.", stacklevel=2)
+        if device.type == "cuda":  # process-wide switches, as torch offers them; tf32=False: exact fp32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         self.scaler = torch.amp.GradScaler(device.type) if kind == "fp16" else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -38,8 +64,10 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, params, max_grad_norm: float) -> float:
-        """Unscale, clip to max_grad_norm (<= 0: no clipping), step; returns the pre-clip global norm."""
+    def step(self, optimizer: torch.optim.Optimizer, params, max_grad_norm: float) -> torch.Tensor:
+        """Unscale, clip to max_grad_norm (<= 0: no clipping), step. Returns the pre-clip global norm as a
+        0-dim tensor on the device, so that the host does not wait for it: read it with float(norm) when it
+        is logged. (The fp16 scaler itself reads one flag per step to decide whether to skip the step.)"""
         if self.scaler:
             self.scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
@@ -48,7 +76,7 @@ class Precision:
             self.scaler.update()
         else:
             optimizer.step()
-        return float(norm)
+        return norm.detach()
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler else {}

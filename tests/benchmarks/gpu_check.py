@@ -1,0 +1,373 @@
+"""GPU readiness check (`make gpu-check`): what a first pretraining run on a GPU machine would trip over,
+measured in one script of a few minutes. Prints JSON lines, one per check, each with "ok"; exits 1 when a
+check failed.
+
+  env        device, torch, native bf16, visible GPUs
+  matmul     the device's measured bf16 (and fp32/TF32) matmul rate: the denominator of MFU
+  step       per preset (small, base) x (eager, compiled): one ELECTRA step in bf16 (masking on the host,
+             generator and discriminator phases, backward, clipped fused AdamW): tokens/s, peak memory,
+             MFU = model FLOPs per second (convbert.electra.train_flops) / measured bf16 matmul rate, host
+             syncs per step (torch.cuda.set_sync_debug_mode; must be 0), SDPA kernels actually used with and
+             without padding (must not be the math fallback on CUDA)
+  fp16       50 steps in fp16 autocast with GradScaler: losses and weights finite
+  ddp        2 ranks (nccl) against 1 rank on the same global batch: same weights after 2 steps; skipped
+             with a note when fewer than 2 GPUs are visible
+  finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
+
+    python tests/benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
+
+`--device cpu` is a dry run at tiny sizes (1 layer, a few steps, aot_eager instead of inductor, gloo instead
+of nccl) that the test suite runs, so that the script works when a GPU machine is at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import resource
+import socket
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from convbert.config import ConvBertConfig
+from convbert.electra import (
+    ElectraObjective,
+    ElectraPretrainer,
+    example_seeds,
+    prepare_batch,
+    to_device,
+    train_flops,
+    train_step,
+)
+from convbert.model import ConvBertForSequenceClassification
+from convbert.train import Precision, build_optimizer
+from convbert.train.precision import auto_precision, native_bf16
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
+NEVER_MASKED = [PAD, CLS, SEP, MASK]
+T = 128
+
+
+def emit(row: dict) -> bool:
+    print(json.dumps(row), flush=True)
+    return bool(row.get("ok", True))
+
+
+def make_batch(B: int, T: int, vocab: int, padded: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """[CLS] A [SEP] B [SEP] rows of random word ids; with `padded`, an eighth of the rows are shorter."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (B, T), generator=g)
+    attn = torch.ones(B, T, dtype=torch.long)
+    types = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        n = int(torch.randint(T // 4, T, (1,), generator=g)) if padded and b < max(1, B // 8) else T
+        attn[b, n:] = 0
+        ids[b, n:] = PAD
+        ids[b, 0], ids[b, n // 2], ids[b, n - 1] = CLS, SEP, SEP
+        types[b, n // 2 + 1:n] = 1
+    return {"input_ids": ids, "attention_mask": attn, "token_type_ids": types}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS on CPU
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+class OpNames(TorchDispatchMode):
+    """Names of the aten ops dispatched while active, for the SDPA kernel actually chosen."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def sdpa_kernels(names: collections.Counter) -> list[str]:
+    return sorted(n.removeprefix("aten.") for n in names if "scaled_dot_product" in n and "backward" not in n)
+
+
+def count_syncs(fn, device: torch.device) -> int | None:
+    """Synchronizing CUDA calls made by fn (torch.cuda.set_sync_debug_mode); None off CUDA."""
+    if device.type != "cuda":
+        fn()
+        return None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+class Stepper:
+    """One process's ELECTRA training step on `device`, as the training loop runs it: masking on the CPU
+    batch, a pinned copy sent without blocking, train_step, the clipped optimizer step."""
+
+    def __init__(self, config: ConvBertConfig, device: torch.device, precision: str, compile_backend: str | None,
+                 tf32: bool = True, seed: int = 0):
+        torch.manual_seed(seed)
+        self.device, self.objective = device, ElectraObjective()
+        self.model = ElectraPretrainer(config, self.objective).to(device).train()
+        self.optimizer = build_optimizer(self.model, 2e-4, 0.01)
+        self.precision = Precision(precision, device, tf32=tf32)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if compile_backend:
+            self.model.compile(fullgraph=True, backend=compile_backend)
+        self.net = self.model
+
+    def batch(self, data: dict, step: int, first: int = 0) -> tuple[dict, float, float]:
+        """-> (device batch, real tokens, masked tokens): the counts come from the host copy, for free."""
+        B = data["input_ids"].shape[0]
+        b = prepare_batch(data, NEVER_MASKED, MASK, example_seeds(0, step, first, B), self.objective)
+        counts = float(b["attention_mask"].sum()), float(b["mask_valid"].sum())
+        if self.device.type == "cuda":
+            b = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+        return to_device(b, self.device), *counts
+
+    def step(self, b: dict, norms: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:
+        loss, _ = train_step(self.net, b, norms, self.precision, loss_scale)
+        self.precision.step(self.optimizer, self.params, 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
+    device = torch.device(args.device)
+    config = ConvBertConfig.from_preset(preset, **args.overrides)
+    row: dict = {"check": "step", "preset": preset, "mode": "compiled" if compiled else "eager",
+                 "precision": args.precision, "batch_size": args.batch_size, "seq_len": args.seq_len}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    s = Stepper(config, device, args.precision, args.compile_backend if compiled else None)
+    data = make_batch(args.batch_size, args.seq_len, config.vocab_size, padded=True)
+    prepared = [s.batch(data, i) for i in range(args.warmup + args.steps)]
+    b0, tokens, masked = prepared[0]
+    norms = torch.tensor([masked, tokens], device=device)
+    t0 = time.perf_counter()
+    s.step(b0, norms)  # compiles when compiled
+    sync(device)
+    row["first_step_s"] = round(time.perf_counter() - t0, 2)
+    for b, _, _ in prepared[1:args.warmup]:
+        s.step(b, norms)
+    sync(device)
+    t0 = time.perf_counter()
+    for b, _, _ in prepared[args.warmup:]:
+        loss = s.step(b, norms)
+    sync(device)
+    step_s = (time.perf_counter() - t0) / args.steps
+    flops = train_flops(config, s.model.generator_config, args.seq_len, tokens, masked)
+    row.update(step_s=round(step_s, 4), tokens_per_s=round(args.batch_size * args.seq_len / step_s, 1),
+               model_tflops=round(flops / step_s / 1e12, 3), mfu=round(flops / step_s / 1e12 / matmul, 4),
+               peak_memory_mb=round(peak_memory_mb(device), 1), loss=float(loss.detach()))
+    row["syncs_per_step"] = count_syncs(lambda: s.step(prepared[-1][0], norms), device)
+    if not compiled:
+        kernels = {}
+        for padded in (True, False):
+            b, tok, msk = s.batch(make_batch(args.batch_size, args.seq_len, config.vocab_size, padded), 0)
+            with OpNames() as names:
+                s.step(b, torch.tensor([msk, tok], device=device))
+            kernels["padded" if padded else "unpadded"] = sdpa_kernels(names.names)
+        row["sdpa_kernels"] = kernels
+    sync(device)
+    row["ok"] = math.isfinite(row["loss"]) and row["syncs_per_step"] in (0, None)
+    if device.type == "cuda" and not compiled:
+        row["ok"] &= not any("math" in k for ks in row["sdpa_kernels"].values() for k in ks)
+    return row
+
+
+def check_fp16(args) -> dict:
+    device = torch.device(args.device)
+    config = ConvBertConfig.from_preset(args.fp16_preset, **args.overrides)
+    s = Stepper(config, device, "fp16", None)
+    data = make_batch(args.batch_size, args.seq_len, config.vocab_size, padded=True)
+    losses = []
+    for i in range(args.fp16_steps):
+        b, tokens, masked = s.batch(data, i)
+        losses.append(s.step(b, torch.tensor([masked, tokens], device=device)))
+    losses = [float(v) for v in losses]
+    scale = s.precision.scaler.get_scale()
+    finite_weights = all(bool(torch.isfinite(p).all()) for p in s.model.parameters())
+    return {"check": "fp16", "preset": args.fp16_preset, "steps": args.fp16_steps, "first_loss": losses[0],
+            "last_loss": losses[-1], "scale": scale, "finite_weights": finite_weights,
+            "ok": all(math.isfinite(v) for v in losses) and finite_weights and scale > 0}
+
+
+def _ddp_run(rank: int, world: int, port: int, device_type: str, out: str, args) -> None:
+    """Rank `rank` of `world` (world 1: the reference) runs 2 steps on its share of the same global batch."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist = torch.distributed
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world)
+    device = torch.device(f"cuda:{rank}") if device_type == "cuda" else torch.device("cpu")
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    config = ConvBertConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                        **args.overrides)
+    s = Stepper(config, device, "fp32", None, tf32=False)
+    if world > 1:
+        s.net = DistributedDataParallel(s.model, device_ids=[rank] if device_type == "cuda" else None,
+                                        find_unused_parameters=True)
+    B = args.ddp_batch_size
+    data = make_batch(B, args.seq_len, config.vocab_size, padded=True, seed=1)
+    for step in range(2):
+        share = B // world
+        part = {k: v[rank * share:(rank + 1) * share] for k, v in data.items()}
+        b, _, _ = s.batch(part, step, first=rank * share)
+        full = prepare_batch(data, NEVER_MASKED, MASK, example_seeds(0, step, 0, B), s.objective)
+        norms = torch.tensor([float(full["mask_valid"].sum()), float(data["attention_mask"].sum())], device=device)
+        s.step(b, norms, float(world))
+    if rank == 0:
+        torch.save({k: v.cpu() for k, v in s.model.state_dict().items()}, out)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def check_ddp(args) -> dict:
+    world = 2
+    if args.device == "cuda" and torch.cuda.device_count() < world:
+        return {"check": "ddp", "skipped": f"needs 2 GPUs, {torch.cuda.device_count()} visible", "ok": True}
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        one, two = os.path.join(tmp, "one.pt"), os.path.join(tmp, "two.pt")
+        _ddp_run(0, 1, port, args.device, one, args)
+        mp.spawn(_ddp_run, args=(world, port, args.device, two, args), nprocs=world)
+        w1, w2 = torch.load(one), torch.load(two)
+    diff = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    return {"check": "ddp", "backend": "nccl" if args.device == "cuda" else "gloo", "world_size": world,
+            "max_weight_diff": diff, "ok": diff < 1e-4}
+
+
+def check_finetune(args) -> dict:
+    """Sentence classification whose label is whether a cue token occurs: a model that trains learns it."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = ConvBertConfig.from_preset(args.finetune_preset, **args.overrides)
+    model = ConvBertForSequenceClassification(config, num_labels=2).to(device)
+    precision = Precision(auto_precision(device), device)
+    optimizer = build_optimizer(model, 3e-4, 0.01)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def batch(seed: int) -> dict[str, torch.Tensor]:
+        b = make_batch(32, 64, config.vocab_size, padded=True, seed=1000 + seed)
+        labels = torch.randint(0, 2, (32,), generator=torch.Generator().manual_seed(seed))
+        b["input_ids"][labels == 1, 1] = 7  # the cue token
+        b["labels"] = labels
+        return to_device(b, device)
+
+    model.train()
+    for i in range(args.finetune_steps):
+        b = batch(i)
+        with precision.autocast():
+            logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            loss = F.cross_entropy(logits.float(), b["labels"])
+        precision.backward(loss)
+        precision.step(optimizer, params, 1.0)
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad(), precision.autocast():
+        b = batch(10_000)
+        accuracy = float((model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).argmax(-1)
+                          == b["labels"]).float().mean())
+    last = float(loss.detach())
+    ok = math.isfinite(last) and (accuracy >= 0.8 or args.device == "cpu")  # the dry run is too short to learn
+    return {"check": "finetune", "precision": precision.kind, "steps": args.finetune_steps, "last_loss": last,
+            "accuracy": accuracy, "ok": ok}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune")
+    args = ap.parse_args(argv)
+    cpu = args.device == "cpu"
+    if not cpu and not torch.cuda.is_available():
+        emit({"check": "env", "ok": False, "error": "no CUDA device; use --device cpu for a dry run"})
+        return 1
+    # the dry run: tiny sizes, aot_eager (traces what inductor would compile, without a C++ compiler)
+    args.presets = (args.presets or ("tiny" if cpu else "small,base")).split(",")
+    args.batch_size = args.batch_size or (4 if cpu else 128)
+    args.seq_len = 32 if cpu else T
+    args.overrides = {"num_hidden_layers": 1, "vocab_size": 500} if cpu else {}
+    args.warmup, args.steps = (1, 1) if cpu else (3, 10)
+    args.precision = "bf16"
+    args.compile_backend = "aot_eager" if cpu else "inductor"
+    args.fp16_preset, args.fp16_steps = ("tiny", 2) if cpu else ("small", 50)
+    args.ddp_batch_size = 4 if cpu else 16
+    args.finetune_preset, args.finetune_steps = ("tiny", 3) if cpu else ("small", 200)
+    checks = args.checks.split(",")
+
+    device = torch.device(args.device)
+    env = {"check": "env", "device": torch.cuda.get_device_name(device) if not cpu else "cpu",
+           "torch": torch.__version__, "native_bf16": native_bf16(device),
+           "gpus": torch.cuda.device_count() if not cpu else 0, "ok": True}
+    if not cpu:
+        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+    ok = emit(env)
+    started = time.perf_counter()
+    n, reps = (512, 3) if cpu else (8192, 20)
+    matmul = matmul_tflops(device, torch.bfloat16, n, reps)
+    if "matmul" in checks:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        fp32 = matmul_tflops(device, torch.float32, n, reps)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = matmul_tflops(device, torch.float32, n, reps) if not cpu else None
+        ok &= emit({"check": "matmul", "n": n, "bf16_tflops": round(matmul, 3), "fp32_tflops": round(fp32, 3),
+                    "tf32_tflops": None if tf32 is None else round(tf32, 3), "ok": matmul > 0})
+    runs = [("step", lambda p=p, c=c: check_step(p, c, args, matmul)) for p in args.presets for c in (False, True)]
+    runs += [("fp16", lambda: check_fp16(args)), ("ddp", lambda: check_ddp(args)),
+             ("finetune", lambda: check_finetune(args))]
+    for name, fn in runs:
+        if name not in checks:
+            continue
+        try:
+            ok &= emit(fn())
+        except Exception as e:  # one failed check must not hide the others' results
+            ok &= emit({"check": name, "ok": False, "error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc(limit=3)})
+    emit({"check": "done", "ok": ok, "wall_s": round(time.perf_counter() - started, 1)})
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
