@@ -202,3 +202,11 @@ def write_pretrained_run_dir(root: Path, seed: int = 0, **config_overrides) -> P
     summary = {"tokens": 123456, "flops": 1.5e12, "device_hours": 0.01, "device": "cpu (2 threads)"}
     (root / "pretrain_summary.json").write_text(json.dumps(summary))
     return root
+
+
+def write_rte_finetune_env(root: Path, n_train: int) -> Path:
+    """An RTE fixture (n_train training pairs, original layout under root/glue) and a tiny pretraining run
+    dir (root/pretrain): what a fine-tuning job needs."""
+    write_glue_dir(root / "glue", make_benchmark(n_train=n_train, n_dev=8, n_test=4), tasks=["rte"])
+    write_pretrained_run_dir(root / "pretrain")
+    return root

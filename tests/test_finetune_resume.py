@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
+from glue_fixtures import write_rte_finetune_env
 
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
@@ -20,10 +20,7 @@ STEPS_PER_EPOCH = 100  # 200 RTE pairs, batches of 2: long enough to land a sign
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    write_glue_dir(root / "glue", make_benchmark(n_train=200, n_dev=8, n_test=4), tasks=["rte"])
-    write_pretrained_run_dir(root / "pretrain")
-    return root
+    return write_rte_finetune_env(tmp_path_factory.mktemp("resume"), n_train=200)
 
 
 def command(env: Path, run_dir: Path) -> list[str]:

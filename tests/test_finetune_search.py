@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
+from glue_fixtures import write_rte_finetune_env
 
 from convbert.report import aggregate, collect, to_markdown
 from convbert.train.signals import PREEMPTED_EXIT_CODE
@@ -23,10 +23,7 @@ ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPAT
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    write_glue_dir(root / "glue", make_benchmark(n_train=60, n_dev=8, n_test=4), tasks=["rte"])
-    write_pretrained_run_dir(root / "pretrain")
-    return root
+    return write_rte_finetune_env(tmp_path_factory.mktemp("search"), n_train=60)
 
 
 def search_command(env: Path, sweep: Path) -> list[str]:
