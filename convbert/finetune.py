@@ -41,7 +41,7 @@ from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpo
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.optim import OptimConfig
-from convbert.train.precision import DTYPES
+from convbert.train.precision import DTYPES, auto_precision
 from convbert.train.runinfo import settings_changes
 from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import drop_metrics_after
@@ -403,11 +403,7 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_precision(kind: str, device: torch.device) -> str:
-    if kind != "auto":
-        return kind
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    return auto_precision(device) if kind == "auto" else kind  # bf16 only where it is native
 
 
 def forward_flops(config: ConvBertConfig, n_params: int, batch: int, length: int) -> float:
