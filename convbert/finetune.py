@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import itertools
 import json
@@ -34,6 +33,7 @@ import torch
 from tokenizers import Tokenizer
 
 from convbert.config import PRESETS, ConfigError, ConvBertConfig, from_mapping
+from convbert.io import read_json, sha256_prefix
 from convbert.model import ConvBertModel
 from convbert.report.schema import ModelInfo, Pretraining, Result
 from convbert.train import Precision, Tracker, git_revision, init_distributed
@@ -64,17 +64,6 @@ class Pretrained:
     tokenizer: Tokenizer
     model_info: dict[str, Any]  # results.json "model": name, preset, attention, init, checkpoint_id, vocab_id
     pretraining: dict[str, Any] | None  # results.json "pretraining" (from pretrain_summary.json)
-
-
-def sha256_prefix(data: bytes | Path, n: int = 12) -> str:
-    h = hashlib.sha256()
-    if isinstance(data, Path):
-        with open(data, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:
-        h.update(data)
-    return h.hexdigest()[:n]
 
 
 def vocab_id(tokenizer: Tokenizer) -> str:
@@ -150,10 +139,7 @@ def _read_pretrain_summary(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         log.warning("%s: no pretrain_summary.json; results will have pretraining=null", run_dir)
         return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InitError(f"{path}: invalid JSON ({e})") from e
+    summary = read_json(path, error=InitError)
     missing = [k for k in PRETRAIN_SUMMARY_KEYS if k not in summary]
     if missing:
         raise InitError(f"{path}: missing keys {missing}")

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ConvBertConfig
-from .train.files import atomic_path, write_text_atomic
+from .io import atomic_path, read_json, write_text_atomic
 
 # config.json keys shared 1:1 with ConvBertConfig by both formats, with transformers' defaults for keys a
 # file may omit
@@ -209,10 +209,7 @@ def read_hf(path: str | Path, **config_overrides: Any) -> tuple[ConvBertConfig, 
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found")
-    try:
-        hf_cfg = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_file}: invalid JSON ({e})") from e
+    hf_cfg = read_json(cfg_file)
     if not isinstance(hf_cfg, dict):
         raise ValueError(f"{cfg_file}: expected a JSON object, got {type(hf_cfg).__name__}")
     config = config_from_hf(hf_cfg, str(cfg_file))

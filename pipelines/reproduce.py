@@ -17,7 +17,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.finetune import sha256_prefix
+from convbert.io import sha256_prefix
 from convbert.train.files import write_json_atomic
 from convbert.train.proc import run_child
 from convbert.train.runinfo import settings_changes

@@ -10,7 +10,6 @@ are never written, and a finished run whose export failed retries only the expor
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -36,6 +35,7 @@ from convbert.electra import (
     train_flops,
     train_step,
 )
+from convbert.io import read_json
 from convbert.pretrain.config import (
     MAY_CHANGE_ON_RESUME,
     PretrainConfig,
@@ -105,11 +105,7 @@ def check_run_dir(c: PretrainConfig, run_dir: Path) -> None:
     if not config_file.is_file():
         raise ConfigError(f"{run_dir} holds checkpoints but no {config_file.name}, so its settings cannot be "
                           f"checked; restore {config_file} or start a new run with name=<new name>")
-    try:
-        saved = json.loads(config_file.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{config_file} is not valid JSON ({e})") from e
-    check_resume_config(saved, c.raw, run_dir)
+    check_resume_config(read_json(config_file, error=ConfigError), c.raw, run_dir)
 
 
 # ---------------------------------------------------------------------------------------- setup
