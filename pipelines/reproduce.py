@@ -62,9 +62,9 @@ def pretrain_run(experiment: str | None, pretrain_args: list[str]) -> tuple[str,
     return str(cfg.name), cfg.model.preset == "tiny"
 
 
-def run_experiment(experiment: str | None, c: dict, out: Path, seeds: list[int], finetune_args: list[str]) -> list[str]:
-    """pretrain -> GLUE sweep for one experiment; returns the names of the stages that failed."""
-    name, _ = pretrain_run(experiment, c["pretrain_args"])
+def run_experiment(experiment: str | None, name: str, c: dict, out: Path, seeds: list[int],
+                   finetune_args: list[str]) -> list[str]:
+    """pretrain -> GLUE sweep for one experiment (its pretraining run is `name`); returns the failed stages."""
     pretrain_dir = Path(c["pretrain_root"]) / name
     if not stage(f"pretrain {name}", ["pipelines.pretrain", *pretrain_overrides(experiment, c["pretrain_args"]),
                                       f"hydra.run.dir={pretrain_dir}"]):
@@ -108,8 +108,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(c["output_dir"]) / (c["name"] or "+".join(names if experiments == [None] else experiments))
 
     failed = []
-    for experiment in experiments:
-        failed += run_experiment(experiment, c, out, seeds, finetune_args)
+    for experiment, name in zip(experiments, names, strict=True):
+        failed += run_experiment(experiment, name, c, out, seeds, finetune_args)
     # one table over every experiment's results: rows side by side, and the comparison when there are two
     table_ok = stage("table", ["pipelines.table", f"runs_dir={out}", f"output_dir={out / 'table'}"])
     if failed or not table_ok:
