@@ -45,7 +45,7 @@ lint: $(STAMP) ## ruff
 data: $(STAMP) ## tokenize the corpus into pretraining shards (default: embedded pydocs corpus)
 	$(PY) -m pipelines.prepare $(ARGS)
 
-pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, ~12 min on 2 cores)
+pretrain: $(STAMP) ## ELECTRA-style pretraining (default: tiny ConvBERT on pydocs, CPU, 12-19 min on 2 cores, by machine)
 	$(PY) -m pipelines.pretrain $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(ARGS)
 
 glue: $(STAMP) ## fine-tune INIT=<checkpoint> on every GLUE task x seed as one Hydra multirun (GLUE_DIR=... local copy)
