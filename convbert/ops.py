@@ -131,7 +131,9 @@ class _LightweightConv(torch.autograd.Function):
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
     """The dtype ops on t compute in: the autocast dtype when autocast is on for t's device, else t's."""
     dev = t.device.type
-    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+    # dynamo before torch 2.13 cannot trace is_autocast_available; compiled code runs on autocast devices
+    available = torch.compiler.is_compiling() or torch.amp.is_autocast_available(dev)
+    if available and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
     return t.dtype
 
