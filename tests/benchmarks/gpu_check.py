@@ -15,6 +15,7 @@ check failed.
   finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
 
     python tests/benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
+                                         [--checks step,...] [--modes eager,compiled] [--profile]
 
 `--device cpu` is a dry run at tiny sizes (1 layer, a few steps, aot_eager instead of inductor, gloo instead
 of nccl) that the test suite runs, so that the script works when a GPU machine is at hand.
@@ -163,6 +164,29 @@ class Stepper:
         return loss
 
 
+def profile_steps(step, device: torch.device, n: int = 3, top: int = 8) -> dict:
+    """Device busy time against wall time over n steps (a busy fraction far below 1: the host's launches
+    are the bottleneck) and the kernels that take the most device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            step()
+        sync(device)
+    wall = time.perf_counter() - t0
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6  # us -> s
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return {"wall_s_per_step": round(wall / n, 4), "device_busy_s_per_step": round(busy / n, 4),
+            "busy_fraction": round(busy / wall, 3) if wall else None,
+            "kernels_per_step": sum(e.count for e in kernels) // n,
+            "top_kernels": [{"name": e.key[:80], "ms_per_step": round(e.self_device_time_total / 1e3 / n, 3),
+                             "calls_per_step": e.count // n} for e in kernels[:top]]}
+
+
 def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(preset, **args.overrides)
@@ -193,6 +217,8 @@ def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
                model_tflops=round(flops / step_s / 1e12, 3), mfu=round(flops / step_s / 1e12 / matmul, 4),
                peak_memory_mb=round(peak_memory_mb(device), 1), loss=float(loss.detach()))
     row["syncs_per_step"] = count_syncs(lambda: s.step(prepared[-1][0], norms), device)
+    if args.profile:
+        row["profile"] = profile_steps(lambda: s.step(prepared[-1][0], norms), device)
     if not compiled:
         kernels = {}
         for padded in (True, False):
@@ -330,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune")
+    ap.add_argument("--modes", default="eager,compiled", help="the step's modes")
+    ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
     args = ap.parse_args(argv)
     cpu = args.device == "cpu"
     if not cpu and not torch.cuda.is_available():
@@ -367,10 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                     "tf32_tflops": None if tf32 is None else round(tf32, 3), "ok": matmul > 0})
     # compiled steps last: their compile time is the long, uncertain part, and a run cut short by a time
     # limit should still have reported every other check
-    runs = [("step", lambda p=p: check_step(p, False, args, matmul)) for p in args.presets]
+    modes = args.modes.split(",")
+    runs = [("step", lambda p=p: check_step(p, False, args, matmul)) for p in args.presets if "eager" in modes]
     runs += [("fp16", lambda: check_fp16(args)), ("ddp", lambda: check_ddp(args)),
              ("finetune", lambda: check_finetune(args))]
-    runs += [("step", lambda p=p: check_step(p, True, args, matmul)) for p in args.presets]
+    runs += [("step", lambda p=p: check_step(p, True, args, matmul)) for p in args.presets if "compiled" in modes]
     for name, fn in runs:
         if name not in checks:
             continue
