@@ -41,7 +41,7 @@ from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpo
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.optim import OptimConfig
-from convbert.train.precision import DTYPES, auto_precision
+from convbert.train.precision import DTYPES, resolve_precision
 from convbert.train.runinfo import settings_changes
 from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import drop_metrics_after
@@ -386,10 +386,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_precision(kind: str, device: torch.device) -> str:
-    return auto_precision(device) if kind == "auto" else kind  # bf16 only where it is native
 
 
 def forward_flops(config: ConvBertConfig, n_params: int, batch: int, length: int) -> float:

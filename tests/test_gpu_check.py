@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_dry_run_on_cpu_passes_every_check():
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checks = [r["check"] for r in rows]

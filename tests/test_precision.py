@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from convbert.train import Precision
+from convbert.train.precision import resolve_precision
 
 
 def test_unknown_precision_and_autocast_less_devices_are_refused():
@@ -100,3 +101,9 @@ def test_bf16_resume_is_bit_identical():
     resumed, r_losses, r_norms, _ = _run("bf16", 3, resume_at=2)
     assert r_losses == losses and r_norms == norms
     assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+
+
+def test_auto_precision_is_bf16_only_on_native_bf16_gpus():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"  # also on CPUs with AMX: bf16 there is a choice to make
+    assert [resolve_precision(k, cpu) for k in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]

@@ -310,7 +310,8 @@ def test_trainer_config_errors(tmp_path):
     assert TrainerConfig(batch_size=32, grad_accum=2).micro_batch(world_size=4) == 4
     with pytest.raises(ValueError, match="not divisible by world_size"):
         TrainerConfig(batch_size=30, grad_accum=4).micro_batch(world_size=2)
-    for bad in ({"grad_accum": 0}, {"ckpt_every": 0}, {"log_every": 0}, {"stop_after": 0}, {"precision": "fp8"}):
+    for bad in ({"grad_accum": 0}, {"ckpt_every": 0}, {"log_every": 0}, {"stop_after": 0}, {"precision": "fp8"},
+                {"compile": "yes"}, {"compile": 1}):
         with pytest.raises(ConfigError, match=f"trainer.{next(iter(bad))} must be"):
             TrainerConfig(**bad)
     blocker = tmp_path / "file"

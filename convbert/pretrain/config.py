@@ -20,7 +20,8 @@ from convbert.train.optim import OptimConfig
 from convbert.train.tracking import WANDB_MODES
 
 RESUME_MODES = ("auto", "never")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE = ("auto", True, False)
 DEVICES = ("auto", "cpu", "cuda")
 # config entries a resumed run may change (where and how it runs, how long, what it logs); any other
 # difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
@@ -44,8 +45,8 @@ class TrainerConfig:
     """The `trainer` group: how and where the run runs (conf/trainer/default.yaml documents each key)."""
 
     device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
+    precision: str = "auto"
+    compile: bool | str = "auto"
     num_threads: int | None = None
     batch_size: int = 128  # global: ranks x grad_accum x micro-batch
     grad_accum: int = 1
@@ -76,6 +77,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile not in COMPILE or self.compile in (0, 1) and not isinstance(self.compile, bool):
+            raise ConfigError(f"trainer.compile must be auto, true or false, got {self.compile!r}")
         if not self.data_wait_s > 0:
             raise ConfigError(f"trainer.data_wait_s must be > 0, got {self.data_wait_s!r}")
 

@@ -49,7 +49,7 @@ from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, ini
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.plot import plot_curves
-from convbert.train.precision import Precision
+from convbert.train.precision import Precision, resolve_precision
 from convbert.train.runinfo import device_name, git_revision, settings_changes
 from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import Tracker, keep_metrics_until, read_metrics
@@ -156,7 +156,7 @@ def build_state(c: PretrainConfig, info: DistInfo, config: ConvBertConfig, datas
         torch.manual_seed(c.seed + 1_000_003 * info.rank)
     optimizer = c.optim.build(model)
     return TrainState(model, optimizer, c.optim.schedule(optimizer, c.trainer.max_steps),
-                      Precision(c.trainer.precision, info.device),
+                      Precision(resolve_precision(c.trainer.precision, info.device), info.device),
                       ResumableBatches(dataset, micro, c.seed, info.rank, info.world_size), info)
 
 
@@ -407,9 +407,10 @@ def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micr
         for f in ("tokenizer.json", "vocab.txt"):
             shutil.copy2(data_path / f, run_dir / f)
         write_json_atomic(run_dir / "config.json", c.raw)
-    if c.trainer.compile:
-        state.model.generator.compile()
-        state.model.discriminator.compile()
+    if c.trainer.compile is True or c.trainer.compile == "auto" and info.device.type == "cuda":
+        # the whole pretrainer: both phases' forward (and through AOT autograd their backward) as one graph
+        # each; make gpu-check measured 1.3-1.5x eager's step on an H200 after ~100-150 s of compiling
+        state.model.compile()
     if info.distributed:
         # find_unused_parameters: each phase of train_step leaves the other model's own parameters unused
         r.net = DistributedDataParallel(state.model, device_ids=[info.device.index] if info.device.type == "cuda"

@@ -32,6 +32,11 @@ def auto_precision(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
 
 
+def resolve_precision(kind: str, device: torch.device) -> str:
+    """A configured precision, with auto resolved for `device` (auto_precision)."""
+    return auto_precision(device) if kind == "auto" else kind
+
+
 class Precision:
     """One precision setting for a run. On CUDA, fp32 matmuls and convolutions use TF32 tensor cores
     (`tf32=True`, the default: ~8x the fp32 rate at 10-bit mantissa products, fp32 accumulation, which
