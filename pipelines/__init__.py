@@ -1,0 +1,67 @@
+"""Hydra entry points, one per stage: `python -m pipelines.<stage> [overrides]`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def run_hydra(main: Callable[[], None], config_name: str) -> None:
+    """Call a @hydra.main function. When the command fails, name each plain override (`a.b=v`, no `+`) whose
+    key the composed config lacks, with the keys that level has: Hydra names the key but not the valid ones,
+    and suggests `+`, which our config parsing then refuses."""
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            for line in unknown_key_errors(config_name, sys.argv[1:]):
+                print(line, file=sys.stderr)
+        raise
+
+
+def unknown_key_errors(config_name: str, args: list[str]) -> list[str]:
+    """One message per value override whose key is not in `config_name` composed with the command line's
+    group selections (the first value of a swept one); [] when the overrides cannot be read."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # Hydra has already said what is wrong with the syntax
+        return []
+    groups, keys = [], []
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_delete():
+            continue
+        if (CONF_DIR / key).is_dir():
+            value = next(o.sweep_string_iterator()) if o.is_sweep_override() else o.get_value_element_as_str()
+            groups.append(f"{'+' if o.is_add() else ''}{key}={value}")
+        elif not (o.is_add() or o.is_force_add()):
+            keys.append(key)
+    if not keys:
+        return []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            config = OmegaConf.to_container(compose(config_name, overrides=groups), resolve=False)
+    except Exception:
+        return []
+    errors = []
+    for key in keys:
+        node, path = config, []
+        for part in key.split("."):
+            if not isinstance(node, dict):
+                break
+            if part not in node:
+                where = f"'{'.'.join(path)}'" if path else "the top level"
+                errors.append(f"error: unknown key '{key}'; the valid keys of {where} are: {', '.join(sorted(node))}")
+                break
+            node = node[part]
+            path.append(part)
+    return errors

@@ -29,6 +29,7 @@ from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLockedError
 from convbert.train.signals import Preempted
+from pipelines import run_hydra
 
 log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
@@ -96,4 +97,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main, "finetune")

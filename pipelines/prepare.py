@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.data import prepare, read_manifest
+from pipelines import run_hydra
 
 
 @hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
@@ -28,4 +29,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main, "prepare")

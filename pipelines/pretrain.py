@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from convbert.pretrain import Preempted, run
 from convbert.train.dist import launch_env
+from pipelines import run_hydra
 
 
 class RunDirCheck(Callback):
@@ -65,4 +66,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     if launch_env()[0] != 0:  # only rank 0 writes Hydra's files and logs into the (shared) run dir
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
-    main()
+    run_hydra(main, "pretrain")

@@ -21,6 +21,7 @@ from convbert.io import sha256_prefix
 from convbert.train.files import write_json_atomic
 from convbert.train.proc import run_child
 from convbert.train.runinfo import settings_changes
+from pipelines import run_hydra
 
 log = logging.getLogger("reproduce")
 
@@ -119,4 +120,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main, "reproduce")

@@ -13,6 +13,7 @@ from convbert.report import ReportError, Table, aggregate, collect, compare, loa
 from convbert.report.compare import Comparison
 from convbert.report.tracking import log_to_wandb
 from convbert.report.writers import write_outputs
+from pipelines import run_hydra
 
 log = logging.getLogger(__name__)
 
@@ -68,4 +69,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main, "table")
