@@ -33,11 +33,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install the project with its dev tools
 
-test: $(STAMP) ## run the whole test suite (what CI runs)
-	WANDB_MODE=disabled $(PY) -m pytest tests
+test: $(STAMP) ## run the whole test suite (what CI runs; 2 pytest-xdist workers)
+	WANDB_MODE=disabled $(PY) -m pytest -n 2 --maxschedchunk 1 tests
 
 test-fast: $(STAMP) ## the tests not marked slow (no end-to-end runs), for the edit-test loop
-	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" tests
+	WANDB_MODE=disabled $(PY) -m pytest -n 2 --maxschedchunk 1 -m "not slow" tests
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

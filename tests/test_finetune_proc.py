@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: reproduce and its fine-tuning child, killed
 
 
 def alive(pid: int) -> bool:

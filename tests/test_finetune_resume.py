@@ -84,6 +84,7 @@ def reference(env: Path, run_dir: Path) -> dict:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # end to end: three fine-tuning subprocesses, signalled mid-epoch
 def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results(env, tmp_path):
     run_dir = tmp_path / "run"
     rc, err = interrupt(env, run_dir, signal.SIGTERM, 30)

@@ -18,6 +18,7 @@ from convbert.report import aggregate, collect, to_markdown
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: an Optuna sweep of fine-tuning jobs, interrupted and continued
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 

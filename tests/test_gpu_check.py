@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the whole script in a subprocess: training steps, DDP, a fine-tune
 def test_gpu_check_dry_run_on_cpu_passes_every_check():
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"]

@@ -105,6 +105,7 @@ def reference(tmp_path_factory, data_dir) -> Path:
     return run
 
 
+@pytest.mark.slow  # end to end: the reference run is a subprocess through the entry point
 def test_run_writes_outputs_and_heldout_metrics(reference):
     for f in ("checkpoints/step_00000006.pt", "hf/config.json", "hf/model.safetensors", "hf/vocab.txt",
               "metrics.jsonl", ".hydra/config.yaml", "loss.png", "pretrain_summary.json", "tokenizer.json"):
@@ -125,6 +126,7 @@ def test_run_writes_outputs_and_heldout_metrics(reference):
                        final_weights(reference)["discriminator.embeddings.word_embeddings.weight"])
 
 
+@pytest.mark.slow  # compares against the reference run (a subprocess)
 def test_resume_without_evaluation_is_bit_identical(tmp_path, data_dir, reference, capsys):
     """A job stopped by stop_after and resumed, with evaluation off, ends with the reference's weights (which
     evaluated twice): evaluation does not change the training stream, and resume is exact."""
@@ -158,6 +160,7 @@ def test_finished_run_rerun_retries_only_the_export(tmp_path, data_dir, capsys):
     assert (run / "checkpoints" / "step_00000002.pt").read_bytes() == ckpt and rows(run) == before
 
 
+@pytest.mark.slow  # end to end: a pretraining subprocess, signalled
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1", "SIGINT"])
 def test_stop_signal_checkpoints_and_resume_is_exact(tmp_path, data_dir, sig):
     run = tmp_path / "stopped"
@@ -183,6 +186,7 @@ def test_stop_signal_checkpoints_and_resume_is_exact(tmp_path, data_dir, sig):
     assert [r["step"] for r in rows(run)] == list(range(1, 41))
 
 
+@pytest.mark.slow  # end to end: torchrun with 2 ranks, one signalled
 def test_ddp_stop_signal_on_one_rank_stops_both_at_the_same_step(tmp_path, data_dir):
     run = tmp_path / "ddp"
     proc = start(run, data_dir, "trainer.max_steps=200", "trainer.ckpt_every=1000", "trainer.stop_check_every=2",
@@ -206,6 +210,7 @@ def test_ddp_stop_signal_on_one_rank_stops_both_at_the_same_step(tmp_path, data_
     assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
 
+@pytest.mark.slow  # compares against the reference run (a subprocess)
 def test_damaged_newest_checkpoint_and_torn_log_fall_back(tmp_path, data_dir, reference, capsys):
     run = tmp_path / "damaged"
     train(run, data_dir, "trainer.max_steps=6", "trainer.ckpt_every=2", "trainer.stop_after=4",
@@ -223,6 +228,7 @@ def test_damaged_newest_checkpoint_and_torn_log_fall_back(tmp_path, data_dir, re
     assert same_weights(final_weights(run), final_weights(reference))
 
 
+@pytest.mark.slow  # end to end: a pretraining subprocess, killed
 def test_crash_before_first_checkpoint_rerun_logs_each_step_once(tmp_path, data_dir):
     run = tmp_path / "crashed"
     steps = ["trainer.max_steps=12", "trainer.ckpt_every=100", "trainer.eval_examples=0"]
@@ -277,6 +283,7 @@ def test_resume_check_understands_old_spellings(tmp_path):
         check_resume_config(old, {**new, "heldout_fraction": 0.05}, tmp_path)
 
 
+@pytest.mark.slow  # end to end: torchrun with 2 ranks
 def test_ddp_and_accumulation_match_one_process(tmp_path, data_dir):
     steps = ["trainer.max_steps=3", "trainer.eval_every=2", *NO_DROPOUT]
     train(tmp_path / "one", data_dir, *steps)
@@ -328,6 +335,7 @@ def test_wandb_offline_run_is_recorded(tmp_path, data_dir):
     assert (run_dir / "wandb_id.txt").read_text().strip() in runs[0].name
 
 
+@pytest.mark.slow  # end to end: a Hydra multirun subprocess
 def test_sweep_jobs_get_their_own_run_dirs(tmp_path, data_dir):
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "pipelines.pretrain", "-m", "optim.lr=1e-3,3e-4", *TINY,
