@@ -9,8 +9,7 @@ from conftest import REPO
 
 DESIGN = REPO / "docs" / "design.md"
 CITE = re.compile(r"docs/design\.md §(\d+)")
-# Files that other branches edit still say "SPEC §n"; the lead rewrites them when merging. Empty this set then.
-PENDING: set[str] = set()  # files still citing the old facts sheet: none
+PENDING: set[str] = set()  # files allowed to cite the old, out-of-repo facts sheet: none
 
 
 def tracked_text_files() -> dict[str, str]:

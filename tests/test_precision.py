@@ -18,17 +18,20 @@ def test_unknown_precision_and_autocast_less_devices_are_refused():
     assert Precision("fp16", torch.device("cpu")).scaler is not None  # CPU fp16 autocast: tested, not fast
 
 
-def test_bf16_on_a_cpu_without_amx_warns_that_fp32_is_faster():
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: True)()
+def test_bf16_on_a_cpu_warns_when_its_measured_bf16_matmuls_are_slower():
+    from convbert.train.precision import _cpu_has_fast_bf16, cpu_bf16_speedup
+
+    speedup = cpu_bf16_speedup()
+    assert speedup > 0 and cpu_bf16_speedup() == speedup  # measured once per process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Precision("bf16", torch.device("cpu"))
         Precision("fp32", torch.device("cpu"))
     messages = [str(w.message) for w in caught]
-    if amx:
+    if _cpu_has_fast_bf16():
         assert messages == []
     else:
-        assert len(messages) == 1 and "precision=fp32 is faster" in messages[0]
+        assert len(messages) == 1 and f"{speedup:.2f}x the fp32" in messages[0] and "fp32 is faster" in messages[0]
 
 
 # ---- a few ELECTRA steps in half precision, and resuming them --------------------------------------

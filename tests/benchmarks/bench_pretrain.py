@@ -19,8 +19,9 @@ the rate this machine reaches on the step's own GEMMs. "model_tflops" is the mod
 (convbert.electra.train_flops, 3x the forward) per second of step, and "utilization" = model_tflops /
 gemm_tflops: the share of the achievable matmul rate the whole step delivers (1.0 = no overhead at all).
 
-Prints JSON lines: an "env" header (with "amx": whether the CPU has AMX tiles, without which bf16 matmuls are
-slower than fp32), then per configuration
+Prints JSON lines: an "env" header (with "amx": whether the CPU has AMX tiles, and "bf16_speedup": the
+measured bf16 / fp32 matmul rate, which without AMX is below 1 on some AVX512-BF16 CPUs and above on
+others), then per configuration
   {"impl": "reference"|"ours"|"ours-compiled", "precision": "fp32"|"bf16", "tokens_per_s", "model_tflops",
    "gemm_tflops", "utilization", "peak_rss_mb", "peak_tensor_mb", "rss_after_build_mb", ... and for ours
    "ratio_to_reference", "memory_ratio_to_reference", "tensor_memory_ratio_to_reference"}.
@@ -63,6 +64,7 @@ from convbert.electra import (
     train_step,
 )
 from convbert.train import Precision, build_optimizer
+from convbert.train.precision import cpu_bf16_speedup
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
 NEVER_MASKED = [PAD, CLS, SEP, MASK]  # as convbert/pretrain.py
@@ -346,8 +348,8 @@ def env_row(args: argparse.Namespace) -> dict:
     return {"impl": "env", "torch": torch.__version__, "transformers": importlib.metadata.version("transformers"),
             "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            # bf16 GEMMs only beat fp32 on CPUs with AMX tiles; with AVX512-BF16 alone they are slower
             "amx": _probe("_is_amx_tile_supported"), "avx512_bf16": _probe("_is_avx512_bf16_supported"),
+            "bf16_speedup": round(cpu_bf16_speedup(), 2),
             "load_avg_1m": round(os.getloadavg()[0], 2), "preset": args.preset, "batch_size": args.batch_size,
             "seq_len": args.seq_len, "warmup": args.warmup, "steps": args.steps}
 
