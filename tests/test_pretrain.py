@@ -353,3 +353,28 @@ def test_run_dir_that_cannot_be_created_is_named_before_hydra_fails(tmp_path, da
     proc = pretrain(blocker / "run", data_dir, check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: run dir {blocker / 'run'} cannot be created: {blocker} is not a directory")
+
+
+@pytest.mark.skipif(not hasattr(torch._dynamo.config, "debug_backend_override"), reason="needs torch >= 2.13")
+def test_compiled_run_checkpoints_plain_weights_that_an_eager_run_resumes(tmp_path, data_dir):
+    """trainer.compile=true (the CUDA default) through the engine: the pretrainer compiles whole (aot_eager
+    here, by dynamo's backend override: what inductor would compile, without its C++ build), trains, and its
+    checkpoint holds the plain parameter names, so an eager job resumes it."""
+    run_dir = tmp_path / "compiled"
+    with torch._dynamo.config.patch(debug_backend_override=">=0:aot_eager"):
+        torch._dynamo.reset()
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        try:
+            train(run_dir, data_dir, "trainer.compile=true", "trainer.max_steps=4", "trainer.ckpt_every=2",
+                  "trainer.stop_after=2", "trainer.eval_examples=0")
+            graphs = counters["stats"]["unique_graphs"]
+        finally:
+            torch._dynamo.reset()
+    assert graphs >= 2  # one per phase at least: the model did run compiled
+    weights = final_weights(run_dir)
+    assert not any("_orig_mod" in k for k in weights) and all(torch.isfinite(v).all() for v in weights.values())
+    train(run_dir, data_dir, "trainer.compile=false", "trainer.max_steps=4", "trainer.ckpt_every=2",
+          "trainer.eval_examples=0")
+    assert [r["step"] for r in rows(run_dir) if "mlm_loss" in r] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["mlm_loss"]) for r in rows(run_dir) if "mlm_loss" in r)
