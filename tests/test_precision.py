@@ -21,7 +21,12 @@ def test_unknown_precision_and_autocast_less_devices_are_refused():
 def test_bf16_on_a_cpu_warns_when_its_measured_bf16_matmuls_are_slower():
     from convbert.train.precision import _cpu_has_fast_bf16, cpu_bf16_speedup
 
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(0)
     speedup = cpu_bf16_speedup()
+    assert torch.equal(torch.rand(4), expected)  # measuring leaves the global random stream where it was
     assert speedup > 0 and cpu_bf16_speedup() == speedup  # measured once per process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -18,7 +18,8 @@ def cpu_bf16_speedup() -> float:
     """This CPU's bf16 / fp32 matmul rate, measured once per process (best of 3 products of 256x1024x1024,
     ~20 ms). Without AMX it depends on the chip: 0.55 on one AVX512-BF16 development machine, 2.2 on
     another (AMD EPYC), so it is measured rather than guessed from CPU flags."""
-    a, b = torch.randn(256, 1024), torch.randn(1024, 1024)
+    g = torch.Generator().manual_seed(0)  # its own generator: measuring must not move the run's random stream
+    a, b = torch.randn(256, 1024, generator=g), torch.randn(1024, 1024, generator=g)
 
     def best_s(dtype: torch.dtype) -> float:
         x, y = a.to(dtype), b.to(dtype)
