@@ -21,7 +21,6 @@ from convbert.train.tracking import WANDB_MODES
 
 RESUME_MODES = ("auto", "never")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-COMPILE = ("auto", True, False)
 DEVICES = ("auto", "cpu", "cuda")
 # config entries a resumed run may change (where and how it runs, how long, what it logs); any other
 # difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
@@ -77,7 +76,7 @@ class TrainerConfig:
             raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.compile not in COMPILE or self.compile in (0, 1) and not isinstance(self.compile, bool):
+        if not (self.compile == "auto" or isinstance(self.compile, bool)):
             raise ConfigError(f"trainer.compile must be auto, true or false, got {self.compile!r}")
         if not self.data_wait_s > 0:
             raise ConfigError(f"trainer.data_wait_s must be > 0, got {self.data_wait_s!r}")
