@@ -8,6 +8,7 @@ whether the global batch runs in one process or is split over ranks and accumula
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -101,17 +102,12 @@ def as_seed_tensor(seeds: list[int] | torch.Tensor, device: torch.device | None 
 
 # ---- masking ---------------------------------------------------------------------------------------
 
-_MAX_PREDICTIONS: dict[tuple[int, float], int] = {}
-
-
+@functools.cache
 def max_predictions(seq_len: int, mask_prob: float) -> int:
     """ELECTRA's max_predictions_per_seq: the most positions a sequence of at most seq_len tokens masks
     (round(mask_prob * n) in fp32, as ELECTRA and mask_tokens compute it; at least 1)."""
-    key = (seq_len, mask_prob)
-    if key not in _MAX_PREDICTIONS:
-        n = torch.round(torch.arange(seq_len + 1) * mask_prob).long()
-        _MAX_PREDICTIONS[key] = int(n.max().clamp(min=1).clamp(max=max(seq_len, 1)))
-    return _MAX_PREDICTIONS[key]
+    n = torch.round(torch.arange(seq_len + 1) * mask_prob).long()
+    return int(n.max().clamp(min=1).clamp(max=max(seq_len, 1)))
 
 
 class MaskedTokens(NamedTuple):
@@ -278,23 +274,29 @@ class ElectraPretrainer(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (weighted replaced-token-detection loss, stats)."""
         disc_hidden = self.discriminator(corrupted, attention_mask if has_padding else None, token_type_ids)
-        real = attention_mask.bool()
         disc_logits = self.discriminator_head(disc_hidden).float()  # [B,T]
-        replaced = corrupted != input_ids  # masked AND the sample differs (never at padding)
-        labels = replaced.float()
-        rtd_sum = F.binary_cross_entropy_with_logits(disc_logits, labels, weight=real.float(), reduction="sum")
+        rtd_sum, stats = rtd_sums(disc_logits, input_ids, corrupted, attention_mask.bool())
         loss = self.objective.rtd_weight * rtd_sum / norms[1] * loss_scale
-        with torch.no_grad():
-            predicted = (disc_logits > 0) & real
-            stats = {
-                "rtd_loss_sum": rtd_sum.detach(),
-                "tokens": real.sum(),
-                "disc_correct": ((predicted == replaced) & real).sum(),
-                "replaced": replaced.sum(),
-                "predicted_replaced": predicted.sum(),
-                "true_positive": (predicted & replaced).sum(),
-            }
         return loss, {k: v.float() for k, v in stats.items()}
+
+
+def rtd_sums(disc_logits: torch.Tensor, input_ids: torch.Tensor, corrupted: torch.Tensor, real: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Replaced-token detection over the real tokens (fixed shapes, no indexing): disc_logits [B,T] fp32,
+    real [B,T] bool -> (summed BCE, differentiable; the discriminator's summed counts of STAT_KEYS)."""
+    replaced = corrupted != input_ids  # masked AND the sample differs (never at padding)
+    rtd_sum = F.binary_cross_entropy_with_logits(disc_logits, replaced.float(), weight=real.float(), reduction="sum")
+    with torch.no_grad():
+        predicted = (disc_logits > 0) & real
+        stats = {
+            "rtd_loss_sum": rtd_sum.detach(),
+            "tokens": real.sum(),
+            "disc_correct": ((predicted == replaced) & real).sum(),
+            "replaced": replaced.sum(),
+            "predicted_replaced": predicted.sum(),
+            "true_positive": (predicted & replaced).sum(),
+        }
+    return rtd_sum, stats
 
 
 def train_step(net: nn.Module, batch: dict, norms: torch.Tensor, precision: Precision, loss_scale: float = 1.0,

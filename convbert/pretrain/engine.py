@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from convbert import hf
 from convbert.config import ConfigError, ConvBertConfig
 from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_tokenizer, prepare
 from convbert.data.dataset import Prefetcher
@@ -83,11 +84,8 @@ def check_writable(run_dir: Path) -> None:
 
 def check_exportable(config: ConvBertConfig) -> None:
     """Refuse, before any tokenization or training, a model the final transformers export cannot write."""
-    import convbert.hf as hf
-
-    check = getattr(hf, "check_exportable", None) or hf.config_to_hf  # config_to_hf raises the same way
     try:
-        check(config)
+        hf.check_exportable(config)
     except ValueError as e:
         raise ConfigError(f"the model cannot be exported to transformers format at the end of the run ({e}); "
                           "change that model setting before training") from e

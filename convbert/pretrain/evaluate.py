@@ -10,10 +10,17 @@ the counts are summed; AUC comes from a 1000-bin histogram of the discriminator'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from convbert.data import PretrainDataset
-from convbert.electra import ElectraPretrainer, as_seed_tensor, example_seeds, mask_tokens, summarize
+from convbert.electra import (
+    STAT_KEYS,
+    ElectraPretrainer,
+    as_seed_tensor,
+    example_seeds,
+    mask_tokens,
+    rtd_sums,
+    summarize,
+)
 from convbert.train.dist import DistInfo, all_reduce_sum
 from convbert.train.precision import Precision
 
@@ -53,22 +60,17 @@ class HeldOutEval:
 
     @staticmethod
     def _disc_stats(gen: dict, logits: torch.Tensor, corrupted: torch.Tensor, b: dict) -> torch.Tensor:
-        """The summed counts of _STAT_ORDER for one batch."""
-        real = b["attention_mask"].bool()
-        z, labels = logits[real], (corrupted != b["input_ids"])[real]
-        predicted = z > 0
-        rtd_sum = F.binary_cross_entropy_with_logits(z, labels.float(), reduction="sum")
-        s = {**gen, "rtd_loss_sum": rtd_sum, "tokens": real.sum(), "disc_correct": (predicted == labels).sum(),
-             "replaced": labels.sum(), "predicted_replaced": predicted.sum(),
-             "true_positive": (predicted & labels).sum()}
-        return torch.stack([torch.as_tensor(s[k], device=z.device).double() for k in _STAT_ORDER])
+        """The summed counts of STAT_KEYS for one batch."""
+        _, disc = rtd_sums(logits, b["input_ids"], corrupted, b["attention_mask"].bool())
+        s = {**gen, **disc}
+        return torch.stack([torch.as_tensor(s[k], device=logits.device).double() for k in STAT_KEYS])
 
     @torch.no_grad()
     def __call__(self, model: ElectraPretrainer, precision: Precision) -> dict[str, float]:
         was_training = model.training
         model.eval()
         dev = self.info.device
-        stats = torch.zeros(9, dtype=torch.float64, device=dev)
+        stats = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=dev)
         hist = torch.zeros(2, AUC_BINS, dtype=torch.float64, device=dev)
         for start in range(0, len(self.ids), self.batch_size):
             ids = self.ids[start:start + self.batch_size]
@@ -85,10 +87,6 @@ class HeldOutEval:
             hist[0].index_add_(0, bins[~replaced], torch.ones_like(bins[~replaced], dtype=torch.float64))
         stats, hist = all_reduce_sum(stats), all_reduce_sum(hist)
         model.train(was_training)
-        out = summarize(dict(zip(_STAT_ORDER, stats.tolist(), strict=True)))
+        out = summarize(dict(zip(STAT_KEYS, stats.tolist(), strict=True)))
         out["disc_auc"] = histogram_auc(hist[1], hist[0])
         return {k: out[k] for k in EVAL_KEYS}
-
-
-_STAT_ORDER = ("mlm_loss_sum", "rtd_loss_sum", "mlm_correct", "masked", "tokens", "disc_correct", "replaced",
-               "predicted_replaced", "true_positive")
