@@ -478,12 +478,14 @@ def fit(
     tracker: Tracker | None = None,
     ckpt_dir: Path | None = None,
     stop: StopRequest | None = None,
+    precision: Precision | None = None,
 ) -> FitResult:
     """Train `model` for trainer.epochs epochs. batches(epoch) yields dicts of tensors (on CPU; moved here)
     with "input_ids" [B, T], the same ones for the same epoch; loss_fn(model, batch) -> scalar loss.
     evaluate(epoch) runs after every epoch and returns metrics (logged as eval/<name>; "_flops" counted).
     With ckpt_dir: continues from its latest checkpoint, checkpoints after every epoch and, when `stop` was
-    requested, after the current step, then raises Preempted. The model ends in eval mode."""
+    requested, after the current step, then raises Preempted. `precision`: the caller's (its fp16 scaler is
+    checkpointed here), else trainer.precision's. The model ends in eval mode."""
     if not trainer.epochs:
         raise ValueError("fit needs trainer.epochs")
     total = trainer.epochs * steps_per_epoch
@@ -494,7 +496,7 @@ def fit(
     model.to(device)
     optimizer = optim.build(model, lr)
     scheduler = optim.schedule(optimizer, total)
-    precision = Precision(resolve_precision(trainer.precision, device), device)
+    precision = precision or Precision(resolve_precision(trainer.precision, device), device)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "precision": precision}
     s = _resume(ckpt_dir, parts, tracker)
     resumed_from = None if s is None else s.step
@@ -682,8 +684,8 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
         for idx in sampler:
             yield adapter.collate_train(idx)
 
-    kind = resolve_precision(tr.precision, device)
-    autocast = Precision(kind, device).autocast
+    precision = Precision(resolve_precision(tr.precision, device), device)  # one object: one warning, one scaler
+    autocast = precision.autocast
     total = trainer.epochs * len(sampler) if tr.max_steps is None else min(trainer.epochs * len(sampler), tr.max_steps)
     last_epoch = math.ceil(total / len(sampler)) - 1
     evaluated: list[int] = []
@@ -694,7 +696,7 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
         return metrics
 
     fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
-                 run_dir / "checkpoint", stop)
+                 run_dir / "checkpoint", stop, precision)
     if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
         with torch.no_grad(), autocast():
             adapter.evaluate(model, last_epoch, True, autocast)
@@ -703,7 +705,7 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
     hparams = {"lr": lr, "batch_size": tr.batch_size, "epochs": trainer.epochs, "max_length": adapter.max_length,
                **adapter.hparams(), "layer_decay": o.layer_decay, "layer_decay_variant": o.layer_decay_variant,
                "weight_decay": o.weight_decay, "warmup_fraction": o.warmup_fraction,
-               "bias_correction": o.bias_correction, "precision": kind}
+               "bias_correction": o.bias_correction, "precision": precision.kind}
     result = Result(
         task=adapter.name, metrics=out.metrics, seed=cfg.seed, model=ModelInfo(**pre.model_info),
         pretraining=Pretraining(**pre.pretraining) if pre.pretraining else None, steps=fitted.steps,

@@ -12,7 +12,6 @@ from convbert.data import PretrainDataset, ResumableBatches, check_compatible, r
 
 pytestmark = pytest.mark.slow  # end to end through the entry point
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_prepare(*overrides: str) -> subprocess.CompletedProcess:

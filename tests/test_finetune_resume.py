@@ -45,8 +45,8 @@ def steps_logged(run_dir: Path) -> int:
     return sum('"train/loss"' in r for r in rows)
 
 
-def interrupt(env: Path, run_dir: Path, sig: int, after_step: int) -> int:
-    """Start the job, send `sig` once it has logged `after_step` steps; its exit code."""
+def interrupt(env: Path, run_dir: Path, sig: int, after_step: int) -> tuple[int, str]:
+    """Start the job, send `sig` once it has logged `after_step` steps -> (its exit code, its stderr)."""
     proc = subprocess.Popen(command(env, run_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

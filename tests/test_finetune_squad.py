@@ -23,7 +23,6 @@ from convbert.squad.run import collate, predict_logits, qa_loss, score
 from convbert.squad.scoring import score_squad_v1, score_squad_v2
 from convbert.train.optim import OptimConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.max_length=48", "++task.max_query_length=12", "++task.doc_stride=16", "trainer.batch_size=16",
         "trainer.eval_batch_size=32", "trainer.device=cpu", "trainer.precision=fp32", "trainer.threads=1",
         "tracking.mode=disabled"]

@@ -103,7 +103,7 @@ def test_fp16_with_grad_scaler_steps_are_finite_and_resume_restores_the_scaler()
     assert all(torch.equal(resumed[k], weights[k]) for k in weights)
 
 
-@pytest.mark.filterwarnings("ignore:precision=bf16 on a CPU without AMX")
+@pytest.mark.filterwarnings("ignore:precision=bf16 on this CPU")
 def test_bf16_resume_is_bit_identical():
     weights, losses, norms, _ = _run("bf16", 3)
     resumed, r_losses, r_norms, _ = _run("bf16", 3, resume_at=2)

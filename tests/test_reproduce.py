@@ -12,7 +12,6 @@ from glue_fixtures import write_glue_dir
 
 pytestmark = pytest.mark.slow  # end to end through the entry point
 
-ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "model.num_hidden_layers=2",
             "trainer.batch_size=8", "trainer.max_steps=3", "optim.warmup_steps=1", "trainer.progress=false",
             "tracking=disabled"]

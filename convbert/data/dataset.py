@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,9 +151,6 @@ class Prefetcher:
     checkpoint resumes exactly at the next batch the loop will use."""
 
     def __init__(self, batches: ResumableBatches, depth: int = 2, pin: bool = False) -> None:
-        import queue
-        import threading
-
         self.batches, self.pin = batches, pin
         self._state = batches.state_dict()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -172,7 +171,7 @@ class Prefetcher:
                 try:
                     self._queue.put(item, timeout=0.1)
                     break
-                except Exception:  # queue.Full
+                except queue.Full:
                     continue
             if item[2] is not None:
                 return

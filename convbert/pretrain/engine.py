@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from convbert import hf
 from convbert.config import ConfigError, ConvBertConfig
-from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_tokenizer, prepare
+from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_shards_tokenizer, prepare
 from convbert.data.dataset import Prefetcher
 from convbert.data.shards import data_path as planned_data_path
 from convbert.electra import (
@@ -211,8 +211,8 @@ def one_step(state: TrainState, r: Run) -> None:
         state.window += torch.stack([torch.as_tensor(stats[k]).double() for k in STAT_KEYS])
     params = [p for p in state.model.parameters() if p.requires_grad]
     skip = t.max_bad_steps and state.precision.scaler is None and skip_bad_step(state, r, params)
-    if not skip:  # the grad norm stays a tensor where precision.step returns one; read in log_window
-        state.grad_norm = torch.as_tensor(state.precision.step(state.optimizer, params, r.c.optim.max_grad_norm or 0))
+    if not skip:  # the grad norm stays a device tensor, read in log_window
+        state.grad_norm = state.precision.step(state.optimizer, params, r.c.optim.max_grad_norm or 0)
     state.lr = state.optimizer.param_groups[0]["lr"]  # this step's lr (all groups share it in pretraining)
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
@@ -378,7 +378,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 
 def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int, stop: StopRequest,
          stack: contextlib.ExitStack) -> dict[str, Any]:
-    tokenizer = load_tokenizer(data_path)
+    tokenizer = load_shards_tokenizer(data_path)
     config = c.model.build(tokenizer.get_vocab_size())
     check_compatible(data_path, config.vocab_size)
     dataset = PretrainDataset(data_path)

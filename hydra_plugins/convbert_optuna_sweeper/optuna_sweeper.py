@@ -19,10 +19,8 @@ shape (direction, n_trials, n_jobs, storage, study_name, sampler seed, `params` 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from convbert.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,4 @@ class OptunaSweeper(Sweeper):
                    "finished": sum(t["state"] in ("COMPLETE", "FAIL") for t in trials),
                    "space": {k: repr(d) for k, d in dims.items()}, "best": best, "trials": trials,
                    "note": "hyper-parameters chosen on the dev set: the best dev score is optimistic"}
-        tmp = sweep_dir / f".search_summary.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, sweep_dir / "search_summary.json")
+        write_json_atomic(sweep_dir / "search_summary.json", summary)
