@@ -12,7 +12,7 @@ objective a search optimises.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import statistics
@@ -25,6 +25,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job, task_adapter
+from convbert.report.collect import load_result
+from convbert.report.schema import Result
 from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLockedError
@@ -39,10 +41,15 @@ def reuse_finished(cfg: FinetuneConfig, run_dir: Path) -> float | None:
     """A job of a sweep (or a seed of a multi-seed job) that finished before the sweep was interrupted: its
     value, provided it ran with these settings."""
     record_job(run_dir, cfg)  # raises naming the differences
-    result = json.loads((run_dir / "results.json").read_text())
-    value = (result.get("metrics") or {}).get(MAIN_METRIC.get(result.get("task"), ""))
-    log.info("%s seed %s: reusing %s (%s)", result.get("task"), cfg.seed, run_dir, value)
+    result = load_result(run_dir / "results.json")  # names the file when it is damaged
+    value = main_value(result)
+    log.info("%s seed %s: reusing %s (%s)", result.task, cfg.seed, run_dir, value)
     return value
+
+
+def main_value(result: Result) -> float | None:
+    """The task's main dev metric: what a sweep optimises."""
+    return result.metrics.get(MAIN_METRIC.get(result.task, ""))
 
 
 def run_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
@@ -58,7 +65,7 @@ def run_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
         raise
     (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run of a failed job succeeded
     log.info("%s seed %s: %s -> %s", result.task, result.seed, result.metrics, run_dir)
-    return result.metrics.get(MAIN_METRIC.get(result.task, ""))
+    return main_value(result)
 
 
 @hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
@@ -85,7 +92,7 @@ def main(cfg: DictConfig) -> float | None:
         return reuse_finished(job, run_dir) if done else run_seed(job, run_dir)
     values = []
     for s in job.seeds:
-        seed_job, seed_dir = FinetuneConfig(**{**vars(job), "seed": int(s), "seeds": None}), run_dir / f"seed{s}"
+        seed_job, seed_dir = dataclasses.replace(job, seed=int(s), seeds=None), run_dir / f"seed{s}"
         done = (seed_dir / "results.json").exists()
         values.append(reuse_finished(seed_job, seed_dir) if done else run_seed(seed_job, seed_dir))
     finite = [v for v in values if v is not None]
