@@ -42,7 +42,7 @@ from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES, resolve_precision
-from convbert.train.runinfo import settings_changes
+from convbert.train.runinfo import recorded_changes
 from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import drop_metrics_after
 
@@ -620,14 +620,10 @@ def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     path = run_dir / "job.json"
     record = {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset), "task": cfg.task["name"],
               "seed": cfg.seed, "settings": cfg.settings()}
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = settings_changes(old, json.loads(json.dumps(record)))
-        if diff:
-            raise ConfigError(f"{run_dir} holds a job with other settings ({diff}); use another run dir, or delete "
-                              f"it to start over")
-        return
-    write_json_atomic(path, record)
+    diff = recorded_changes(path, record)
+    if diff:
+        raise ConfigError(f"{run_dir} holds a job with other settings ({diff}); use another run dir, or delete "
+                          f"it to start over")
 
 
 def run_job(cfg: FinetuneConfig, run_dir: str | Path) -> Result:

@@ -8,7 +8,6 @@ settings are those that made them.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.io import sha256_prefix
-from convbert.train.files import write_json_atomic
 from convbert.train.proc import run_child
-from convbert.train.runinfo import settings_changes
+from convbert.train.runinfo import recorded_changes
 from pipelines import run_hydra
 
 log = logging.getLogger("reproduce")
@@ -42,15 +40,11 @@ def missing_seeds(glue_dir: Path, task: str, seeds: list[int]) -> list[int]:
 def check_glue_settings(glue_out: Path, settings: dict) -> bool:
     """Finished GLUE jobs are reused only under the settings that made them (recorded beside them): the same
     pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ."""
-    record = glue_out / "reproduce_settings.json"
-    if record.exists():
-        diff = settings_changes(json.loads(record.read_text()), settings)
-        if diff:
-            log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
-                      "output_dir=, or delete that dir to redo them", glue_out, diff)
-            return False
-    write_json_atomic(record, settings)
-    return True
+    diff = recorded_changes(glue_out / "reproduce_settings.json", settings)
+    if diff:
+        log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
+                  "output_dir=, or delete that dir to redo them", glue_out, diff)
+    return not diff
 
 
 def pretrain_overrides(experiment: str | None, pretrain_args: list[str]) -> list[str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from convbert.io import read_json, write_json_atomic
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +52,12 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any], may_change: tuple
                if a.get(k, missing) != b.get(k, missing)
                and not any(k == p or k.startswith(p + ".") for p in may_change)]
     return "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed)
+
+
+def recorded_changes(path: Path, settings: dict[str, Any]) -> str:
+    """The differences (settings_changes) between `settings` and those recorded in the JSON file `path`, ""
+    when they agree; the first call records them. A job dir reused under other settings is refused with it."""
+    if path.exists():
+        return settings_changes(read_json(path), json.loads(json.dumps(settings)))
+    write_json_atomic(path, settings)
+    return ""
