@@ -323,6 +323,10 @@ def _apply_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+# fine-tuning's optimizer defaults where they differ from OptimConfig's (conf/optim/finetune.yaml spells them too)
+FINETUNE_OPTIM: dict[str, Any] = {"lr": None, "warmup_fraction": 0.1, "layer_decay": 0.8}
+
+
 @dataclass
 class FinetuneConfig:
     """The composed conf/finetune.yaml. `task` stays a mapping: its task kind's adapter validates it."""
@@ -333,7 +337,7 @@ class FinetuneConfig:
     init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=None, warmup_fraction=0.1, layer_decay=0.8))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(**FINETUNE_OPTIM))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled"})
     search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
@@ -353,7 +357,7 @@ class FinetuneConfig:
         if seeds is not None and (not isinstance(seeds, list) or not seeds or
                                   not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
             raise ConfigError(f"seeds={seeds!r}: must be null or a non-empty list of integers, e.g. seeds=[1,2,3]")
-        optim = {"lr": None, "warmup_fraction": 0.1, "layer_decay": 0.8, **(cfg.get("optim") or {})}
+        optim = {**FINETUNE_OPTIM, **(cfg.get("optim") or {})}
         return cls(task=cfg["task"], seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
                    model=ModelConfig.from_dict(cfg.get("model") or {}),

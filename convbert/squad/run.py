@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from convbert.config import ConfigError, ConvBertConfig, from_mapping
-from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches, run_job
+from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches
 from convbert.model import ConvBertForQuestionAnswering
 from convbert.squad.data import LoadReport, SquadExample, gold_answers, load_squad
 from convbert.squad.features import FeatureConfig, SquadFeatures, build_features
@@ -203,8 +203,3 @@ class Adapter:
                 "max_answer_length": t.max_answer_length, "null_score": self.pcfg.null_score if v2 else None,
                 "null_threshold": t.null_threshold if v2 else None,
                 "answerable_weight": t.answerable_weight if self.use_classifier else None}
-
-
-def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """One SQuAD job from a conf/finetune.yaml-shaped dict; returns the results.json object."""
-    return run_job(FinetuneConfig.from_dict(cfg), run_dir).to_json()
