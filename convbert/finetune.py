@@ -172,7 +172,7 @@ def load_init(
     `tokenizer` overrides the vocabulary that travelled with the model (sizes must still agree).
     """
     overrides = dict(config_overrides or {})
-    if init is None or str(init).lower() in ("random", "none", ""):
+    if is_random_init(init):
         if not preset or not tokenizer:
             raise InitError("random init (init=null) needs both a model preset and a vocabulary "
                             "(e.g. preset=small vocab=/path/to/vocab.txt)")
@@ -377,9 +377,14 @@ class FinetuneConfig:
         return d
 
 
+def is_random_init(init: str | None) -> bool:
+    """init=null (or "random"): no pretrained weights."""
+    return init is None or str(init).lower() in ("random", "none", "null", "")
+
+
 def init_name(init: str | None, preset: str | None = None) -> str:
     """The name a job's dir uses for its init: the pretraining run's name, the model dir's, random-<preset>."""
-    if init is None or str(init).lower() in ("random", "none", "null", ""):
+    if is_random_init(init):
         return f"random-{preset}"
     path = Path(str(init).rstrip("/"))
     return path.parent.name if path.name == "hf" and path.parent.name else path.name
