@@ -58,7 +58,8 @@ def example_seeds(seed: int, step: int, first: int, count: int) -> list[int]:
 
 _MASK32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # multiply-xorshift hash constant (good avalanche on 32-bit inputs)
-_ORDER, _SHOW, _GUMBEL, _SLOT = 0x2545F491, 0x9E3779B9, 0x7FEB352D, 0x68E31DA4  # stream salts
+_ORDER, _SHOW, _SAMPLE, _SLOT = 0x2545F491, 0x9E3779B9, 0x7FEB352D, 0x68E31DA4  # stream salts
+_HIGH, _LOW = 0x1B873593, 0xCC9E2D51  # the two halves of a 53-bit uniform
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -66,13 +67,6 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     x = ((x >> 16) ^ x) * _MUL & _MASK32
     x = ((x >> 16) ^ x) * _MUL & _MASK32
     return (x >> 16) ^ x
-
-
-def _mix32_(x: torch.Tensor) -> torch.Tensor:
-    """_mix32 in place, for the large Gumbel noise buffers in eager mode."""
-    x.bitwise_xor_(x >> 16).mul_(_MUL).bitwise_and_(_MASK32)
-    x.bitwise_xor_(x >> 16).mul_(_MUL).bitwise_and_(_MASK32)
-    return x.bitwise_xor_(x >> 16)
 
 
 def _keys(seeds: torch.Tensor, salt: int) -> torch.Tensor:
@@ -166,42 +160,46 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 # ---- sampling --------------------------------------------------------------------------------------
+# ELECTRA samples with Gumbel-max, which draws one random number per vocabulary entry. Inverse-CDF sampling
+# draws from the same softmax distribution with one uniform per masked position: the generator head already
+# returns the probabilities, so a sample costs one cumulative sum instead of V hashes and logs per row.
 
-def gumbel_chunk(device: torch.device) -> int:
-    """Noise elements per eager chunk: on CPU a few MB of int64 that stay in cache; on accelerators, where each
-    op is a kernel launch, 128 MB chunks (a handful per step) bound the temporaries without many launches."""
+def sample_chunk(device: torch.device) -> int:
+    """CDF elements per eager chunk: on CPU 2 MB of fp64 that stay in cache; on accelerators, where each op
+    is a kernel launch, 128 MB chunks (a handful per step) bound the temporaries without many launches."""
     return 1 << 18 if device.type == "cpu" else 1 << 24
 
 
-def gumbel_keys(seeds: torch.Tensor, slots: int) -> torch.Tensor:
-    """Per-row noise keys [B, slots] for gumbel_sample: row p of example b is keyed by (seed_b, p)."""
-    return _mix32(_keys(seeds, _GUMBEL)[:, None] ^ _counters(slots, _SLOT, seeds.device))
+def sample_uniforms(seeds: torch.Tensor, slots: int) -> torch.Tensor:
+    """One fp64 uniform in [0, 1) with 53 random bits per (example, slot): [B, slots], slot p of example b
+    keyed by (seed_b, p). 53 bits (not the 24 of an fp32 uniform) keep a token's chance exact to ~1e-16."""
+    keys = _mix32(_keys(seeds, _SAMPLE)[:, None] ^ _counters(slots, _SLOT, seeds.device))  # [B, slots]
+    high, low = _mix32(keys ^ _HIGH), _mix32(keys ^ _LOW)  # two independent 32-bit hashes
+    return ((high << 21) | (low >> 11)).double() * 2.0**-53
 
 
-def gumbel_sample(logits: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Gumbel-max sampling in fp32 (fp16 Gumbel noise gives NaN): argmax(logits / t - log(-log U)), U a hash of
-    (row key, vocab index). logits [..., V], keys [...] int64 (gumbel_keys) -> samples [...] long.
-    Eager: rows in chunks of gumbel_chunk() elements, in place, so that no [M, V] int64 buffer is
-    allocated; compiled: one expression that the compiler fuses into one pass."""
-    V = logits.shape[-1]
-    z, k = logits.reshape(-1, V), keys.reshape(-1, 1)
-    vocab = _counters(V, _GUMBEL, logits.device)  # [V]
+def sample_tokens(probs: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Inverse-CDF sampling: the first index whose cumulative probability exceeds u times the row's total.
+    probs [..., V] (softmax at temperature 1), uniforms [...] (sample_uniforms) -> token ids [...] long;
+    temperature t samples in proportion to probs^(1/t), i.e. softmax(logits / t). The CDF is summed in fp64,
+    so rounding moves no token's chance by more than ~1e-12; a zero-probability token is never drawn.
+    Eager: rows in chunks of sample_chunk() elements; compiled: one expression."""
+    V = probs.shape[-1]
+    p, u = probs.reshape(-1, V), uniforms.reshape(-1, 1).double()
 
-    def sample(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        z = z.float()
-        z = z / temperature if temperature != 1.0 else z
-        if torch.compiler.is_compiling():
-            return (z - _unit(_mix32(vocab ^ k)).log().neg().log()).argmax(-1)
-        log_neg_log_u = _unit(_mix32_(vocab ^ k)).log_().neg_().log_()  # log(-log U) = -Gumbel noise
-        return (z - log_neg_log_u).argmax(-1)
+    def sample(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if temperature != 1.0:
+            p = p.double().pow(1.0 / temperature)
+        cdf = p.cumsum(-1, dtype=torch.float64)  # [rows, V]
+        # u < 1 gives u * total < total in fp64 rounding: the index never passes the last token with mass
+        return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
 
-    chunk = gumbel_chunk(logits.device)
-    if torch.compiler.is_compiling() or z.shape[0] * V <= chunk:
-        out = sample(z, k)
+    rows = max(1, sample_chunk(probs.device) // V)
+    if torch.compiler.is_compiling() or p.shape[0] <= rows:
+        out = sample(p, u)
     else:
-        rows = max(1, chunk // V)
-        out = torch.cat([sample(z[i:i + rows], k[i:i + rows]) for i in range(0, z.shape[0], rows)])
-    return out.view(logits.shape[:-1])
+        out = torch.cat([sample(p[i:i + rows], u[i:i + rows]) for i in range(0, p.shape[0], rows)])
+    return out.view(probs.shape[:-1])
 
 
 class ElectraPretrainer(nn.Module):
@@ -250,12 +248,12 @@ class ElectraPretrainer(nn.Module):
         targets = input_ids.gather(1, positions)  # [B,P]
         hidden = gen_hidden.gather(1, positions[:, :, None].expand(B, P, gen_hidden.shape[-1]))  # [B,P,dg]
         weights = valid.to(torch.float32)
-        # vocab logits at the P slots only, fp32, detached: backward rebuilds what it needs
-        mlm_sum, logits = self.generator_head.loss(hidden.flatten(0, 1), targets.flatten(), weights.flatten())
+        # vocabulary softmax at the P slots only, fp32, detached (the head keeps it for its backward)
+        mlm_sum, probs = self.generator_head.loss(hidden.flatten(0, 1), targets.flatten(), weights.flatten())
         with torch.no_grad():
-            logits = logits.view(B, P, -1)
-            mlm_correct = ((logits.argmax(-1) == targets) & valid).sum()
-            sampled = gumbel_sample(logits, gumbel_keys(seeds, P), obj.temperature)  # [B,P]
+            probs = probs.view(B, P, -1)
+            mlm_correct = ((probs.argmax(-1) == targets) & valid).sum()
+            sampled = sample_tokens(probs, sample_uniforms(seeds, P), obj.temperature)  # [B,P]
             # unmasked filler slots write their own token back; positions are distinct, so the scatter is exact
             corrupted = input_ids.scatter(1, positions, torch.where(valid, sampled, targets))
         loss = obj.mlm_weight * mlm_sum / norms[0] * loss_scale

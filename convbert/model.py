@@ -261,7 +261,7 @@ class GeneratorHead(nn.Module):
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, row_weights: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [M, d], targets [M], row_weights [M] (None: all 1) -> (weighted summed cross-entropy,
-        detached fp32 logits [M, V]); the logits are not kept for backward (see ops.tied_lm_cross_entropy)."""
+        detached fp32 softmax probabilities [M, V]), which backward reads (see ops.tied_lm_cross_entropy)."""
         return tied_lm_cross_entropy(self._transform(hidden), self.word_embeddings.weight, self.bias, targets,
                                      row_weights)
 

@@ -311,11 +311,12 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias:
 
 
 class _TiedLMCrossEntropy(torch.autograd.Function):
-    """sum_i w_i CE(h_i W^T + b, target_i) without keeping the [M, V] logits for backward: only h and the
-    log-sum-exp per row are saved and backward rebuilds the logits with one matmul. The fp32 logits are
-    also returned, detached, for sampling and accuracy; the caller frees them before the discriminator.
-    Row weights let a fixed number of rows (ELECTRA's max predictions per sequence) stand for a varying
-    number of masked tokens: weight 0 rows cost compute but add nothing, and no shape depends on the data."""
+    """sum_i w_i CE(h_i W^T + b, target_i), returning the softmax probabilities as well. The [M, V] logits
+    buffer becomes the probabilities in place and is kept for backward, whose gradient (probs - onehot) then
+    costs one pass instead of a second vocabulary matmul. The probabilities are returned detached for
+    sampling and accuracy; backward only reads them. Row weights let a fixed number of rows (ELECTRA's max
+    predictions per sequence) stand for a varying number of masked tokens: weight 0 rows cost compute but add
+    nothing, and no shape depends on the data."""
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
@@ -323,26 +324,29 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
         dt = compute_dtype(h)
         with torch.autocast(h.device.type, enabled=False):
             h, w, b = h.to(dt), weight.to(dt), bias.to(dt)
-            logits = F.linear(h, w, b).to(_acc_dtype(dt))  # [M, V], fp32 under autocast
-            lse = torch.logsumexp(logits, -1)  # [M]
-            per_row = lse - logits.gather(1, targets[:, None]).squeeze(1)
+            probs = F.linear(h, w, b).to(_acc_dtype(dt))  # [M, V] logits, fp32 under autocast
+            target_logit = probs.gather(1, targets[:, None]).squeeze(1)  # [M]
+            row_max = probs.amax(1, keepdim=True)
+            row_sum = probs.sub_(row_max).exp_().sum(1, keepdim=True)  # softmax numerators, in place
+            probs.div_(row_sum)
+            per_row = (row_max + row_sum.log()).squeeze(1) - target_logit  # log-sum-exp - target logit
             if row_weights is not None:
                 row_weights = row_weights.to(per_row.dtype)
                 per_row = per_row * row_weights
             loss_sum = per_row.sum()
-        ctx.save_for_backward(h, w, b, targets, lse, row_weights)
+        ctx.save_for_backward(h, w, targets, probs, row_weights)
         ctx.param_dtype = weight.dtype
-        ctx.mark_non_differentiable(logits)
-        return loss_sum, logits
+        ctx.mark_non_differentiable(probs)
+        return loss_sum, probs
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, _grad_logits: None):
-        h, w, b, targets, lse, row_weights = ctx.saved_tensors
-        # d loss / d logits = softmax - onehot, built in place in the rebuilt logits buffer
-        grad = F.linear(h, w, b).to(lse.dtype).sub_(lse[:, None]).exp_()  # [M, V], fp32 under autocast
-        grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
-        scale = grad_loss if row_weights is None else (row_weights * grad_loss)[:, None]
-        grad = grad.mul_(scale)
+    def backward(ctx, grad_loss: torch.Tensor, _grad_probs: None):
+        h, w, targets, probs, row_weights = ctx.saved_tensors
+        scale = grad_loss if row_weights is None else row_weights * grad_loss  # [] or [M]
+        # d loss / d logits = scale * (softmax - onehot)
+        grad = probs * (scale if row_weights is None else scale[:, None])  # [M, V], fp32 under autocast
+        rows = torch.arange(len(targets), device=grad.device)
+        grad[rows, targets] -= scale
         grad_b = grad.sum(0)
         grad = grad.to(h.dtype)
         return grad.mm(w), grad.t().mm(h).to(ctx.param_dtype), grad_b.to(ctx.param_dtype), None, None
@@ -351,5 +355,5 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
 def tied_lm_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                           row_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """h [M, E], weight [V, E], bias [V], targets [M], row_weights [M] or None (all 1)
-    -> (weighted sum of the rows' cross-entropies, detached fp32 logits [M, V])."""
+    -> (weighted sum of the rows' cross-entropies, detached fp32 softmax probabilities [M, V])."""
     return _TiedLMCrossEntropy.apply(h, weight, bias, targets, row_weights)

@@ -9,11 +9,11 @@ from convbert.electra import (
     ElectraPretrainer,
     as_seed_tensor,
     example_seeds,
-    gumbel_keys,
-    gumbel_sample,
     mask_tokens,
     max_predictions,
     prepare_batch,
+    sample_tokens,
+    sample_uniforms,
     train_step,
 )
 from convbert.train import Precision
@@ -73,22 +73,36 @@ def test_masking_is_keyed_per_example_not_per_batch():
     assert not torch.equal(other_step.masked_ids, full.masked_ids)
 
 
-def test_gumbel_sampling_follows_the_distribution():
-    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 1e-9]])).repeat(1, 4000, 1)  # [1 example, 4000 rows, V]
-    keys = gumbel_keys(as_seed_tensor([123]), 4000)
-    samples = gumbel_sample(logits.half(), keys, 1.0).flatten()  # low-precision logits are sampled in fp32
-    freq = torch.bincount(samples, minlength=4).float() / 4000
-    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.03)
+def test_sampling_follows_the_distribution_at_any_temperature():
+    probs = torch.tensor([0.7, 0.2, 0.1, 0.0]).repeat(1, 4000, 1)  # [1 example, 4000 slots, V]
+    u = sample_uniforms(as_seed_tensor([123]), 4000)
+    for t in (1.0, 2.0):
+        samples = sample_tokens(probs, u, t).flatten()
+        freq = torch.bincount(samples, minlength=4).float() / 4000
+        expected = probs[0, 0] ** (1 / t) / (probs[0, 0] ** (1 / t)).sum()  # softmax(logits / t)
+        assert torch.allclose(freq, expected, atol=0.03), (t, freq)
+        assert freq[3] == 0  # a zero-probability token is never drawn
+    # the edges of the uniform's range still land on tokens with mass
+    edge = sample_tokens(probs[:, :2], torch.tensor([[0.0, 1.0 - 2.0**-53]], dtype=torch.float64))
+    assert edge.tolist() == [[0, 2]]
 
 
-def test_gumbel_noise_is_keyed_per_row_whatever_the_chunking():
-    logits = torch.randn(3, 20, 9000)  # 540k noise elements: sampled in chunks of rows
-    keys = gumbel_keys(as_seed_tensor(example_seeds(0, 0, 0, 3)), 20)
-    full = gumbel_sample(logits, keys, 1.0)
-    one_by_one = torch.stack([torch.stack([gumbel_sample(logits[b, p], keys[b, p], 1.0) for p in range(20)])
+def test_sampling_uniforms_have_53_bits_and_differ_by_slot():
+    u = sample_uniforms(as_seed_tensor(example_seeds(0, 0, 0, 4)), 1000)
+    assert u.dtype == torch.float64 and u.shape == (4, 1000)
+    assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean().item() - 0.5) < 0.02
+    assert (u * 2.0**24 % 1 != 0).any()  # finer than an fp32 uniform
+    assert len(set(u.flatten().tolist())) == u.numel()
+
+
+def test_sampling_is_keyed_per_row_whatever_the_chunking():
+    probs = torch.randn(3, 20, 9000).softmax(-1)  # 540k CDF elements: sampled in chunks of rows
+    u = sample_uniforms(as_seed_tensor(example_seeds(0, 0, 0, 3)), 20)
+    full = sample_tokens(probs, u)
+    one_by_one = torch.stack([torch.stack([sample_tokens(probs[b, p], u[b, p]) for p in range(20)])
                               for b in range(3)])
     assert torch.equal(full, one_by_one)
-    assert not torch.equal(full, logits.argmax(-1))  # the noise does change samples
+    assert not torch.equal(full, probs.argmax(-1))  # the draws do change samples
 
 
 def _tiny_model(**kw) -> ElectraPretrainer:

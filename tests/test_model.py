@@ -1,5 +1,7 @@
 """ConvBertConfig and ConvBertModel: sizes, validation, masking semantics, heads, conv kernels."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -300,11 +302,17 @@ def test_tied_lm_cross_entropy_matches_cross_entropy_and_gradcheck():
     w = torch.randn(11, 5, dtype=torch.double, requires_grad=True)
     b = torch.randn(11, dtype=torch.double, requires_grad=True)
     targets = torch.randint(0, 11, (7,))
-    loss, logits = tied_lm_cross_entropy(h, w, b, targets)
+    row_weights = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.double)
+    loss, probs = tied_lm_cross_entropy(h, w, b, targets)
     ref_logits = F.linear(h, w, b)
-    assert torch.allclose(logits, ref_logits) and not logits.requires_grad
+    assert torch.allclose(probs, ref_logits.softmax(-1)) and not probs.requires_grad
     assert torch.allclose(loss, F.cross_entropy(ref_logits, targets, reduction="sum"))
-    assert torch.autograd.gradcheck(lambda h, w, b: tied_lm_cross_entropy(h, w, b, targets)[0], (h, w, b))
+    weighted, _ = tied_lm_cross_entropy(h, w, b, targets, row_weights)
+    ref = (F.cross_entropy(ref_logits, targets, reduction="none") * row_weights).sum()
+    assert torch.allclose(weighted, ref)
+    for rw in (None, row_weights):
+        loss_of = functools.partial(lambda h, w, b, rw: tied_lm_cross_entropy(h, w, b, targets, rw)[0], rw=rw)
+        assert torch.autograd.gradcheck(loss_of, (h, w, b))
 
 
 def test_generator_head_loss_under_bf16_autocast_matches_autocast_reference():
@@ -315,10 +323,10 @@ def test_generator_head_loss_under_bf16_autocast_matches_autocast_reference():
     hidden = torch.randn(20, head.dense.in_features)
     targets = torch.randint(0, V, (20,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, logits = head.loss(hidden, targets)
+        loss, probs = head.loss(hidden, targets)
         ref_logits = head(hidden)
     ref = F.cross_entropy(ref_logits.float(), targets, reduction="sum")
-    assert logits.dtype == torch.float32 and torch.equal(logits, ref_logits.float())
+    assert probs.dtype == torch.float32 and torch.allclose(probs, ref_logits.float().softmax(-1))
     assert torch.allclose(loss, ref, rtol=1e-5)
     grads = torch.autograd.grad(loss, (emb.weight, head.dense.weight))
     ref_grads = torch.autograd.grad(ref, (emb.weight, head.dense.weight))
