@@ -165,9 +165,9 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 # returns the probabilities, so a sample costs one cumulative sum instead of V hashes and logs per row.
 
 def sample_chunk(device: torch.device) -> int:
-    """CDF elements per eager chunk: on CPU 2 MB of fp64 that stay in cache; on accelerators, where each op
-    is a kernel launch, 128 MB chunks (a handful per step) bound the temporaries without many launches."""
-    return 1 << 18 if device.type == "cpu" else 1 << 24
+    """CDF elements per chunk: eager on CPU 2 MB of fp64 that stay in cache; on accelerators and in compiled
+    graphs (a kernel launch or graph node per op) 128 MB, a handful of chunks per step."""
+    return 1 << 18 if device.type == "cpu" and not torch.compiler.is_compiling() else 1 << 24
 
 
 def sample_uniforms(seeds: torch.Tensor, slots: int) -> torch.Tensor:
@@ -183,7 +183,7 @@ def sample_tokens(probs: torch.Tensor, uniforms: torch.Tensor, temperature: floa
     probs [..., V] (softmax at temperature 1), uniforms [...] (sample_uniforms) -> token ids [...] long;
     temperature t samples in proportion to probs^(1/t), i.e. softmax(logits / t). The CDF is summed in fp64,
     so rounding moves no token's chance by more than ~1e-12; a zero-probability token is never drawn.
-    Eager: rows in chunks of sample_chunk() elements; compiled: one expression."""
+    Rows go in chunks of sample_chunk() elements, which bounds the fp64 CDF temporary."""
     V = probs.shape[-1]
     p, u = probs.reshape(-1, V), uniforms.reshape(-1, 1).double()
 
@@ -195,10 +195,10 @@ def sample_tokens(probs: torch.Tensor, uniforms: torch.Tensor, temperature: floa
         return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
 
     rows = max(1, sample_chunk(probs.device) // V)
-    if torch.compiler.is_compiling() or p.shape[0] <= rows:
-        out = sample(p, u)
-    else:
-        out = torch.cat([sample(p[i:i + rows], u[i:i + rows]) for i in range(0, p.shape[0], rows)])
+    if p.shape[0] <= rows:
+        return sample(p, u).view(probs.shape[:-1])
+    # compiled too: the fp64 CDF of a whole GPU batch would be a GB-sized temporary
+    out = torch.cat([sample(p[i:i + rows], u[i:i + rows]) for i in range(0, p.shape[0], rows)])
     return out.view(probs.shape[:-1])
 
 
