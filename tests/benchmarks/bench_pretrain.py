@@ -50,6 +50,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from bench_common import MASK, NEVER_MASKED, make_batch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -66,8 +67,6 @@ from convbert.electra import (
 from convbert.train import Precision, build_optimizer
 from convbert.train.precision import cpu_bf16_speedup
 
-PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
-NEVER_MASKED = [PAD, CLS, SEP, MASK]  # as convbert/pretrain.py
 IMPLS = ("reference", "ours", "ours-compiled")
 GEMM_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm")
 HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
@@ -75,24 +74,6 @@ HF_KEYS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "
            "type_vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps",
            "initializer_range", "pad_token_id")
 LR, WEIGHT_DECAY, MAX_GRAD_NORM = 5e-4, 0.01, 1.0
-
-
-def make_batch(B: int, T: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """[CLS] A [SEP] B [SEP] with random word ids; an eighth of the rows shorter and padded (as in shards)."""
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.full((B, T), PAD, dtype=torch.long)
-    token_type_ids = torch.zeros(B, T, dtype=torch.long)
-    attention_mask = torch.zeros(B, T, dtype=torch.long)
-    for b in range(B):
-        n = T if b >= max(1, B // 8) else int(torch.randint(T // 4, T, (1,), generator=g))
-        a_len = int(torch.randint(1, n - 3, (1,), generator=g))  # segment A length
-        input_ids[b, :n] = torch.randint(5, vocab_size, (n,), generator=g)
-        input_ids[b, 0] = CLS
-        input_ids[b, 1 + a_len] = SEP
-        input_ids[b, n - 1] = SEP
-        token_type_ids[b, 2 + a_len:n] = 1
-        attention_mask[b, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
 def build_ours(config: ConvBertConfig, objective: ElectraObjective, batch, precision: str,

@@ -38,7 +38,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from bench_common import MASK, NEVER_MASKED, OpCounter, make_batch
 
 from convbert.config import ConvBertConfig
 from convbert.electra import (
@@ -54,29 +54,12 @@ from convbert.model import ConvBertForSequenceClassification
 from convbert.train import Precision, build_optimizer, linear_schedule
 from convbert.train.precision import auto_precision, native_bf16
 
-PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
-NEVER_MASKED = [PAD, CLS, SEP, MASK]
 T = 128
 
 
 def emit(row: dict) -> bool:
     print(json.dumps(row), flush=True)
     return bool(row.get("ok", True))
-
-
-def make_batch(B: int, T: int, vocab: int, padded: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    """[CLS] A [SEP] B [SEP] rows of random word ids; with `padded`, an eighth of the rows are shorter."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (B, T), generator=g)
-    attn = torch.ones(B, T, dtype=torch.long)
-    types = torch.zeros(B, T, dtype=torch.long)
-    for b in range(B):
-        n = int(torch.randint(T // 4, T, (1,), generator=g)) if padded and b < max(1, B // 8) else T
-        attn[b, n:] = 0
-        ids[b, n:] = PAD
-        ids[b, 0], ids[b, n // 2], ids[b, n - 1] = CLS, SEP, SEP
-        types[b, n // 2 + 1:n] = 1
-    return {"input_ids": ids, "attention_mask": attn, "token_type_ids": types}
 
 
 def sync(device: torch.device) -> None:
@@ -99,18 +82,6 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int) -
         a @ b
     sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-
-
-class OpNames(TorchDispatchMode):
-    """Names of the aten ops dispatched while active, for the SDPA kernel actually chosen."""
-
-    def __init__(self):
-        super().__init__()
-        self.names: collections.Counter = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def sdpa_kernels(names: collections.Counter) -> list[str]:
@@ -226,9 +197,9 @@ def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
         kernels = {}
         for padded in (True, False):
             b, tok, msk = s.batch(make_batch(args.batch_size, args.seq_len, config.vocab_size, padded), 0)
-            with OpNames() as names:
+            with OpCounter() as names:
                 s.step(b, torch.tensor([msk, tok], device=device))
-            kernels["padded" if padded else "unpadded"] = sdpa_kernels(names.names)
+            kernels["padded" if padded else "unpadded"] = sdpa_kernels(names.ops)
         row["sdpa_kernels"] = kernels
     sync(device)
     row["ok"] = math.isfinite(row["loss"]) and row["syncs_per_step"] in (0, None)
