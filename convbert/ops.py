@@ -290,8 +290,7 @@ class _AttentionWithDropout(torch.autograd.Function):
         scale = qh.shape[-1] ** -0.5
         qs = qh * scale
         probs = _AttentionWithDropout._scores(qs, kh, bias).sub_(lse).exp_()
-        # the output gradient scaled by the dropout scale: one [B, N, T, D] pass (and the contiguous copy that
-        # matmul would make of the transposed gradient anyway) instead of two passes over [B, N, T, T]
+        # the dropout scale goes on the output gradient: one [B, N, T, D] pass instead of two over [B, N, T, T]
         go = grad.transpose(1, 2).to(qh.dtype) * (1.0 / (1.0 - ctx.p))  # [B, N, T, D]
         grad_v = torch.matmul(torch.where(keep, probs, 0.0).transpose(-1, -2), go)
         grad_probs = torch.where(keep, torch.matmul(go, vh.transpose(-1, -2)), 0.0)  # [B, N, T, T]
