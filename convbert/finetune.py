@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
-import json
 import logging
 import math
 import random
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from convbert.config import PRESETS, ConfigError, ConvBertConfig, from_mapping
+from convbert.config import PRESETS, ConfigError, ConvBertConfig, check_ints, from_mapping, move_renamed, reject_unknown
 from convbert.io import read_json, sha256_prefix
 from convbert.model import ConvBertModel
 from convbert.report.schema import ModelInfo, Pretraining, Result
@@ -252,10 +251,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         fields = {f.name for f in dataclasses.fields(ConvBertConfig)}
-        valid = fields | {"preset", "vocab"}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {sorted(valid)}")
+        reject_unknown("model", values, fields | {"preset", "vocab"})
         return cls(values.get("preset"), values.get("vocab"),
                    {k: v for k, v in values.items() if k in fields and v is not None})
 
@@ -276,11 +272,8 @@ class TrainerConfig:
     keep_checkpoint: bool = False  # keep <job dir>/checkpoint/ once the job has finished
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "max_steps", "threads", "log_every"):
-            v = getattr(self, key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"trainer.{key}={v!r}: must be a positive integer" +
-                                  (" or null" if key in ("epochs", "max_steps", "threads") else ""))
+        check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every"))
+        check_ints(self, "trainer", ("epochs", "max_steps", "threads"), nullable=True)
         if self.precision not in ("auto", *DTYPES):
             raise ConfigError(f"trainer.precision={self.precision!r}: must be auto or one of {sorted(DTYPES)}")
 
@@ -300,27 +293,6 @@ LEGACY_KEYS = {
     "preset": "model.preset", "vocab": "model.vocab", "model_overrides": "model",
     "task.data_dir": "data.dir", "task.hub_path": "data.hub_path",
 }
-
-
-def _apply_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = json.loads(json.dumps(cfg))  # a deep copy of plain data
-    for old, new in LEGACY_KEYS.items():
-        parent, _, key = old.rpartition(".")
-        holder = cfg.get(parent) if parent else cfg
-        if not isinstance(holder, dict) or key not in holder:
-            continue
-        value = holder.pop(key)
-        if value is None or value == {}:  # the placeholder conf/finetune.yaml keeps for the old spelling
-            continue
-        use = "model.<ConvBertConfig field>" if new == "model" else new
-        warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=3)
-        group, _, name = new.partition(".")
-        target = cfg.setdefault(group, {})
-        if name:
-            target[name] = value
-        else:
-            target.update(value)
-    return cfg
 
 
 # fine-tuning's optimizer defaults where they differ from OptimConfig's (conf/optim/finetune.yaml spells them too)
@@ -345,12 +317,13 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
         """Validate every group (unknown keys fail naming the valid ones); old spellings are mapped."""
-        cfg = _apply_legacy(values)
+        # conf/legacy/finetune.yaml keeps a null placeholder for each old spelling: only a set one is moved
+        cfg, moved = move_renamed(values, LEGACY_KEYS, skip_unset=True)
+        for old, new in moved:
+            use = "model.<ConvBertConfig field>" if new == "model" else new
+            warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=2)
         cfg.pop("paths", None)  # only used by the config's interpolations
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - valid)
-        if unknown:
-            raise ConfigError(f"unknown fine-tuning config key(s) {unknown}; valid keys: {sorted(valid | {'paths'})}")
+        reject_unknown("fine-tuning", cfg, [f.name for f in dataclasses.fields(cls)] + ["paths"])
         if not isinstance(cfg.get("task"), dict) or "kind" not in cfg["task"] or "name" not in cfg["task"]:
             raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
         seeds = cfg.get("seeds")

@@ -218,7 +218,7 @@ def test_configs_compose():
 @pytest.mark.parametrize("bad, message", [
     ({"optim": {"lr": 0}}, r"optim.lr=0: must be a positive"), ({"optim": {"layer_decay": 1.5}}, "optim.layer_decay="),
     ({"optim": {"layer_decay_variant": "electa"}}, "optim.layer_decay_variant="),
-    ({"trainer": {"precision": "bf32"}}, "trainer.precision="), ({"trainer": {"epochs": 0}}, "trainer.epochs="),
+    ({"trainer": {"precision": "bf32"}}, "trainer.precision="), ({"trainer": {"epochs": 0}}, "trainer.epochs must be"),
 ])
 def test_hparams_are_checked_before_any_work(bad, message):
     task = {"kind": "glue", "name": "rte"}
