@@ -31,10 +31,20 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from convbert.config import PRESETS, ConfigError, ConvBertConfig, check_ints, from_mapping, move_renamed, reject_unknown
+from convbert.config import (
+    PRESETS,
+    ConfigError,
+    ConvBertConfig,
+    check_int,
+    check_ints,
+    from_mapping,
+    move_renamed,
+    reject_unknown,
+)
 from convbert.io import read_json, sha256_prefix
 from convbert.model import ConvBertModel
 from convbert.report.schema import ModelInfo, Pretraining, Result
+from convbert.tasks import recipe_defaults, task_info
 from convbert.train import Precision, Tracker, git_revision, init_distributed
 from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpoint
 from convbert.train.files import write_json_atomic
@@ -295,13 +305,30 @@ LEGACY_KEYS = {
 }
 
 
+def task_config(task: Any) -> dict[str, Any]:
+    """The `task` group with the registry's recipe (convbert/tasks.py) where it is null or absent: conf/task/
+    leaves epochs and pair swapping to the registry, and job.json records the values the job runs with."""
+    if not isinstance(task, dict) or "kind" not in task or "name" not in task:
+        raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
+    try:
+        info = task_info(task["name"])
+    except KeyError as e:
+        raise ConfigError(f"task.name: {e.args[0]}") from None
+    if task["kind"] != info.kind:
+        raise ConfigError(f"task.kind={task['kind']!r}, but {info.name} is a {info.kind} task")
+    task = {**task, **{k: v for k, v in recipe_defaults(info.name).items() if task.get(k) is None}}
+    check_int("task.epochs", task["epochs"])
+    return task
+
+
 # fine-tuning's optimizer defaults where they differ from OptimConfig's (conf/optim/finetune.yaml spells them too)
 FINETUNE_OPTIM: dict[str, Any] = {"lr": None, "warmup_fraction": 0.1, "layer_decay": 0.8}
 
 
 @dataclass
 class FinetuneConfig:
-    """The composed conf/finetune.yaml. `task` stays a mapping: its task kind's adapter validates it."""
+    """The composed conf/finetune.yaml. `task` stays a mapping (with the registry's recipe filled in): its task
+    kind's adapter validates the rest."""
 
     task: dict[str, Any]
     seed: int = 1
@@ -314,6 +341,9 @@ class FinetuneConfig:
     tracking: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled"})
     search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
 
+    def __post_init__(self) -> None:
+        self.task = task_config(self.task)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
         """Validate every group (unknown keys fail naming the valid ones); old spellings are mapped."""
@@ -324,14 +354,12 @@ class FinetuneConfig:
             warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=2)
         cfg.pop("paths", None)  # only used by the config's interpolations
         reject_unknown("fine-tuning", cfg, [f.name for f in dataclasses.fields(cls)] + ["paths"])
-        if not isinstance(cfg.get("task"), dict) or "kind" not in cfg["task"] or "name" not in cfg["task"]:
-            raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
         seeds = cfg.get("seeds")
         if seeds is not None and (not isinstance(seeds, list) or not seeds or
                                   not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
             raise ConfigError(f"seeds={seeds!r}: must be null or a non-empty list of integers, e.g. seeds=[1,2,3]")
         optim = {**FINETUNE_OPTIM, **(cfg.get("optim") or {})}
-        return cls(task=cfg["task"], seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
+        return cls(task=cfg.get("task"), seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
                    model=ModelConfig.from_dict(cfg.get("model") or {}),
                    optim=from_mapping(OptimConfig, "optim", optim),
