@@ -123,10 +123,7 @@ class ConvBertConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConvBertConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ConvBertConfig keys: {unknown}")
+        reject_unknown("ConvBertConfig", d, (f.name for f in dataclasses.fields(cls)), ValueError)
         return cls(**d)
 
 
@@ -178,6 +175,22 @@ def check_ints(config: Any, group: str, keys: Iterable[str], low: int | None = 1
         check_int(f"{group}.{key}", getattr(config, key), low, nullable, error)
 
 
+def dotted_parent(cfg: dict[str, Any], dotted: str, create: bool = False) -> tuple[dict[str, Any] | None, str]:
+    """The dict in the nested `cfg` that holds dotted key `dotted` ('optim.lr': cfg['optim']), and the last
+    part of the key. A group missing (or null) on the way gives None, or is created when `create`."""
+    *groups, key = dotted.split(".")
+    holder = cfg
+    for group in groups:
+        if create and holder.get(group) is None:
+            holder[group] = {}
+        holder = holder.get(group)
+        if not isinstance(holder, dict):
+            if create:
+                raise ConfigError(f"{group} config must be a mapping (to hold {dotted}), got {type(holder).__name__}")
+            return None, key
+    return holder, key
+
+
 def move_renamed(cfg: Mapping[str, Any], renamed: Mapping[str, str], skip_unset: bool = False
                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """A copy of the nested dict `cfg` with each old dotted key of `renamed` (a top-level key has no dot) moved
@@ -188,21 +201,13 @@ def move_renamed(cfg: Mapping[str, Any], renamed: Mapping[str, str], skip_unset:
     out = copy.deepcopy(dict(cfg))
     moved = []
     for old, new in renamed.items():
-        *path, key = old.split(".")
-        holder = out
-        for name in path:
-            holder = holder.get(name) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict) or key not in holder:
+        holder, key = dotted_parent(out, old)
+        if holder is None or key not in holder:
             continue
         value = holder.pop(key)
         if skip_unset and (value is None or value == {}):
             continue
-        *path, key = new.split(".")
-        target = out
-        for name in path:
-            if target.get(name) is None:
-                target[name] = {}
-            target = target[name]
+        target, key = dotted_parent(out, new, create=True)
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
             target[key].update(value)
         else:

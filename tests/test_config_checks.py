@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from convbert.config import ConfigError, check_int, check_ints, move_renamed, reject_unknown
+from convbert.config import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.0, "3", True, None])
@@ -74,3 +74,14 @@ def test_move_renamed_keeps_or_drops_unset_values():
     assert out["optim"] == {"lr": None, "betas": None} and out["model"] == {} and len(moved) == 3
     out, moved = move_renamed(cfg, RENAMED, skip_unset=True)  # placeholders of the old spellings
     assert out == {"trainer": {}, "optim": {"betas": [0.9, 0.999]}} and moved == []
+
+
+def test_dotted_parent_finds_or_creates_the_group():
+    cfg = {"optim": {"lr": 1}, "model": None, "name": "x"}
+    assert dotted_parent(cfg, "optim.lr") == ({"lr": 1}, "lr") and dotted_parent(cfg, "name") == (cfg, "name")
+    assert dotted_parent(cfg, "model.preset") == (None, "preset") and dotted_parent(cfg, "a.b.c") == (None, "c")
+    holder, key = dotted_parent(cfg, "a.b.c", create=True)
+    holder[key] = 1
+    assert cfg["a"] == {"b": {"c": 1}} and dotted_parent(cfg, "model.preset", create=True)[0] is cfg["model"] == {}
+    with pytest.raises(ConfigError, match=r"^name config must be a mapping \(to hold name.x\), got str$"):
+        dotted_parent(cfg, "name.x", create=True)

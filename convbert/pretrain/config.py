@@ -19,6 +19,7 @@ from convbert.config import (
     ConvBertConfig,
     check_int,
     check_ints,
+    dotted_parent,
     from_mapping,
     move_renamed,
     reject_unknown,
@@ -256,11 +257,8 @@ def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
     remaining null knobs take ConvBertConfig's defaults, as those runs did."""
     out = upgrade_settings(saved)
     for dotted, value in PREDATED.items():
-        *groups, key = dotted.split(".")
-        d = out
-        for g in groups:
-            d = d.setdefault(g, {})
-        d.setdefault(key, value)
+        group, key = dotted_parent(out, dotted, create=True)
+        group.setdefault(key, value)
     model = out.get("model")
     if isinstance(model, dict):  # fields an older model group did not list: the values those runs got
         preset = PRESETS.get(model.get("preset"), {})
