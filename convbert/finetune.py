@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
-import json
 import logging
 import math
 import random
@@ -32,10 +31,20 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from convbert.config import PRESETS, ConfigError, ConvBertConfig, from_mapping
+from convbert.config import (
+    PRESETS,
+    ConfigError,
+    ConvBertConfig,
+    check_int,
+    check_ints,
+    from_mapping,
+    move_renamed,
+    reject_unknown,
+)
 from convbert.io import read_json, sha256_prefix
 from convbert.model import ConvBertModel
 from convbert.report.schema import ModelInfo, Pretraining, Result
+from convbert.tasks import recipe_defaults, task_info
 from convbert.train import Precision, Tracker, git_revision, init_distributed
 from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpoint
 from convbert.train.files import write_json_atomic
@@ -252,10 +261,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         fields = {f.name for f in dataclasses.fields(ConvBertConfig)}
-        valid = fields | {"preset", "vocab"}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {sorted(valid)}")
+        reject_unknown("model", values, fields | {"preset", "vocab"})
         return cls(values.get("preset"), values.get("vocab"),
                    {k: v for k, v in values.items() if k in fields and v is not None})
 
@@ -276,11 +282,8 @@ class TrainerConfig:
     keep_checkpoint: bool = False  # keep <job dir>/checkpoint/ once the job has finished
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "max_steps", "threads", "log_every"):
-            v = getattr(self, key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"trainer.{key}={v!r}: must be a positive integer" +
-                                  (" or null" if key in ("epochs", "max_steps", "threads") else ""))
+        check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every"))
+        check_ints(self, "trainer", ("epochs", "max_steps", "threads"), nullable=True)
         if self.precision not in ("auto", *DTYPES):
             raise ConfigError(f"trainer.precision={self.precision!r}: must be auto or one of {sorted(DTYPES)}")
 
@@ -302,25 +305,20 @@ LEGACY_KEYS = {
 }
 
 
-def _apply_legacy(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = json.loads(json.dumps(cfg))  # a deep copy of plain data
-    for old, new in LEGACY_KEYS.items():
-        parent, _, key = old.rpartition(".")
-        holder = cfg.get(parent) if parent else cfg
-        if not isinstance(holder, dict) or key not in holder:
-            continue
-        value = holder.pop(key)
-        if value is None or value == {}:  # the placeholder conf/finetune.yaml keeps for the old spelling
-            continue
-        use = "model.<ConvBertConfig field>" if new == "model" else new
-        warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=3)
-        group, _, name = new.partition(".")
-        target = cfg.setdefault(group, {})
-        if name:
-            target[name] = value
-        else:
-            target.update(value)
-    return cfg
+def task_config(task: Any) -> dict[str, Any]:
+    """The `task` group with the registry's recipe (convbert/tasks.py) where it is null or absent: conf/task/
+    leaves epochs and pair swapping to the registry, and job.json records the values the job runs with."""
+    if not isinstance(task, dict) or "kind" not in task or "name" not in task:
+        raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
+    try:
+        info = task_info(task["name"])
+    except KeyError as e:
+        raise ConfigError(f"task.name: {e.args[0]}") from None
+    if task["kind"] != info.kind:
+        raise ConfigError(f"task.kind={task['kind']!r}, but {info.name} is a {info.kind} task")
+    task = {**task, **{k: v for k, v in recipe_defaults(info.name).items() if task.get(k) is None}}
+    check_int("task.epochs", task["epochs"])
+    return task
 
 
 # fine-tuning's optimizer defaults where they differ from OptimConfig's (conf/optim/finetune.yaml spells them too)
@@ -329,7 +327,8 @@ FINETUNE_OPTIM: dict[str, Any] = {"lr": None, "warmup_fraction": 0.1, "layer_dec
 
 @dataclass
 class FinetuneConfig:
-    """The composed conf/finetune.yaml. `task` stays a mapping: its task kind's adapter validates it."""
+    """The composed conf/finetune.yaml. `task` stays a mapping (with the registry's recipe filled in): its task
+    kind's adapter validates the rest."""
 
     task: dict[str, Any]
     seed: int = 1
@@ -342,23 +341,25 @@ class FinetuneConfig:
     tracking: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled"})
     search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
 
+    def __post_init__(self) -> None:
+        self.task = task_config(self.task)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
         """Validate every group (unknown keys fail naming the valid ones); old spellings are mapped."""
-        cfg = _apply_legacy(values)
+        # conf/legacy/finetune.yaml keeps a null placeholder for each old spelling: only a set one is moved
+        cfg, moved = move_renamed(values, LEGACY_KEYS, skip_unset=True)
+        for old, new in moved:
+            use = "model.<ConvBertConfig field>" if new == "model" else new
+            warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=2)
         cfg.pop("paths", None)  # only used by the config's interpolations
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - valid)
-        if unknown:
-            raise ConfigError(f"unknown fine-tuning config key(s) {unknown}; valid keys: {sorted(valid | {'paths'})}")
-        if not isinstance(cfg.get("task"), dict) or "kind" not in cfg["task"] or "name" not in cfg["task"]:
-            raise ConfigError("task: must be a task config with kind and name (e.g. task=rte)")
+        reject_unknown("fine-tuning", cfg, [f.name for f in dataclasses.fields(cls)] + ["paths"])
         seeds = cfg.get("seeds")
         if seeds is not None and (not isinstance(seeds, list) or not seeds or
                                   not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
             raise ConfigError(f"seeds={seeds!r}: must be null or a non-empty list of integers, e.g. seeds=[1,2,3]")
         optim = {**FINETUNE_OPTIM, **(cfg.get("optim") or {})}
-        return cls(task=cfg["task"], seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
+        return cls(task=cfg.get("task"), seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
                    model=ModelConfig.from_dict(cfg.get("model") or {}),
                    optim=from_mapping(OptimConfig, "optim", optim),

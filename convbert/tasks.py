@@ -1,5 +1,6 @@
 """The one registry of benchmark tasks (docs/design.md §4-§5): kind, display name, reported metrics, the
-one number per task, the fine-tuning recipe's per-task epochs and pair swapping.
+one number per task, the fine-tuning recipe's per-task epochs and pair swapping (conf/task/ leaves those
+null: FinetuneConfig fills them in from here).
 
 Torch-free and dependency-free, so the score table, the GLUE and SQuAD loaders and the configs' checks all
 read the same facts. Where GLUE data lives (hub configs, TSV quirks, labels) stays in convbert/glue/tasks.py.
@@ -8,7 +9,7 @@ read the same facts. Where GLUE data lives (hub configs, TSV quirks, labels) sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ GLUE_TASKS: tuple[str, ...] = tuple(t.name for t in _ALL if t.kind == "glue")  #
 SQUAD_TASKS: tuple[str, ...] = tuple(t.name for t in _ALL if t.kind == "squad")
 ELECTRA_TASKS: tuple[str, ...] = tuple(t.name for t in _ALL if t.in_electra_average)  # 8, no WNLI
 
+# the task config keys whose null means the registry's value, by kind (SQuAD has no sentence pair to swap)
+RECIPE_KEYS: dict[str, tuple[str, ...]] = {"glue": ("epochs", "double_unordered"), "squad": ("epochs",)}
+
 # correlations may be negative; every other reported metric is a percentage in [0, 100]
 SIGNED_METRICS = frozenset({"mcc", "pearson", "spearman"})
 METRIC_ABBREV: dict[str, str] = {
@@ -59,6 +63,12 @@ def task_info(name: str) -> TaskInfo:
     if key not in REGISTRY:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return REGISTRY[key]
+
+
+def recipe_defaults(name: str) -> dict[str, Any]:
+    """The fine-tuning recipe's per-task settings (RECIPE_KEYS) of task `name`."""
+    info = task_info(name)
+    return {key: getattr(info, key) for key in RECIPE_KEYS[info.kind]}
 
 
 def order_tasks(tasks: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
 """conf/finetune.yaml: grouped keys, struct mode (unknown keys fail naming them and the valid ones), old
-spellings mapped with a warning, and job dirs that name the init (three sweeps started together never collide)."""
+spellings mapped with a warning, the per-task recipe from the task registry, and job dirs that name the init
+(three sweeps started together never collide)."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,8 @@ from omegaconf import OmegaConf
 
 import pipelines.finetune  # noqa: F401  (registers the init_name resolver)
 from convbert.config import ConfigError
-from convbert.finetune import FinetuneConfig, task_adapter
+from convbert.finetune import FinetuneConfig, record_job, task_adapter
+from convbert.tasks import task_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +66,37 @@ def test_old_spellings_still_work_with_a_warning():
                 "adam_bias_correction=true")
     assert j.optim.lr == 1e-4 and j.task["max_length"] == 64 and j.trainer.batch_size == 8
     assert j.data.dir == "/glue" and j.model.overrides == {"attention": "self"} and j.optim.bias_correction
+
+
+@pytest.mark.parametrize("name", ["rte", "mrpc", "sst2", "squad2"])
+def test_the_task_recipe_comes_from_the_registry_and_job_json_records_it(name, tmp_path):
+    info, j = task_info(name), job(f"task={name}")
+    adapter = task_adapter(j)
+    assert j.task["epochs"] == info.epochs == adapter.epochs
+    if info.kind == "glue":
+        assert j.task["double_unordered"] == info.double_unordered == adapter.double
+    else:
+        assert "double_unordered" not in j.task
+    record_job(tmp_path, j)
+    assert json.loads((tmp_path / "job.json").read_text())["settings"]["task"] == j.task
+
+
+def test_the_task_recipe_can_still_be_overridden():
+    j = job("task=mrpc", "task.epochs=4", "task.double_unordered=false")
+    adapter = task_adapter(j)
+    assert (j.task["epochs"], j.task["double_unordered"], adapter.epochs, adapter.double) == (4, False, 4, False)
+    assert task_adapter(job("task=squad1", "task.epochs=1")).epochs == 1
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"kind": "glue", "name": "rte", "epochs": 0}, "task.epochs must be a positive integer, got 0"),
+    ({"kind": "glue", "name": "glue9"}, "task.name: unknown task 'glue9'; known tasks: cola, sst2"),
+    ({"kind": "squad", "name": "rte"}, "task.kind='squad', but rte is a glue task"),
+    ({"name": "rte"}, "task: must be a task config with kind and name"),
+])
+def test_task_group_errors_name_the_key(task, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        FinetuneConfig.from_dict({"task": task})
 
 
 def resolved_dirs(*overrides: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 
 from convbert.config import PRESETS, ConfigError
 from convbert.pretrain import parse_config
-from convbert.pretrain.config import ModelConfig
+from convbert.pretrain.config import ModelConfig, saved_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -71,6 +72,20 @@ def test_old_spellings_are_mapped_with_a_warning():
     with pytest.warns(DeprecationWarning, match="trainer.lr is deprecated: use optim.lr"):
         c = parse_config(cfg)
     assert (c.optim.lr, c.optim.bias_correction) == (5e-4, False)
+
+
+def test_an_older_runs_config_json_reads_in_todays_spelling_silently():
+    old = {"name": "r", "trainer": {"lr": 5e-4, "adam_betas": (0.9, 0.98), "max_grad_norm": None, "log_every": 5},
+           "model": {"preset": "tiny", "hidden_size": None}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = saved_settings(old)
+    assert s["trainer"] == {"log_every": 5}
+    assert s["optim"] == {"lr": 5e-4, "betas": [0.9, 0.98], "max_grad_norm": None,  # null: no clipping, kept
+                          "bias_correction": True, "warmup_fraction": None, "layer_decay": None,
+                          "layer_decay_variant": "electra"}
+    assert s["heldout_fraction"] == 0.0 and s["model"]["hidden_size"] == PRESETS["tiny"]["hidden_size"]
+    assert old["trainer"]["lr"] == 5e-4 and old["model"]["hidden_size"] is None  # the input is left alone
 
 
 def test_vocab_size_given_must_match_the_tokenizer():

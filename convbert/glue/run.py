@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GlueTaskConfig:
-    """conf/task/<glue task>.yaml (null: the registry's value, convbert/glue/tasks.py)."""
+    """conf/task/<glue task>.yaml; FinetuneConfig has filled a null epochs / double_unordered with the task
+    registry's (convbert/tasks.py)."""
 
     kind: str
     name: str
@@ -76,8 +77,7 @@ class Adapter:
     def __init__(self, cfg: FinetuneConfig) -> None:
         t = from_mapping(GlueTaskConfig, "task", cfg.task, ConfigError)
         self.cfg, self.task, self.name = cfg, get_task(t.name), t.name
-        self.epochs, self.max_length = int(t.epochs or self.task.epochs), int(t.max_length)
-        self.double = self.task.double_unordered if t.double_unordered is None else bool(t.double_unordered)
+        self.epochs, self.max_length, self.double = int(t.epochs), int(t.max_length), bool(t.double_unordered)
 
     def _load(self, split: str, limit: int | None) -> tuple[GlueSplit, int]:
         """The split, cut to its first `limit` examples when limit is set, and its full size."""

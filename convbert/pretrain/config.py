@@ -13,14 +13,25 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from convbert.config import PRESETS, ConfigError, ConvBertConfig, from_mapping
+from convbert.config import (
+    PRESETS,
+    ConfigError,
+    ConvBertConfig,
+    check_int,
+    check_ints,
+    dotted_parent,
+    from_mapping,
+    move_renamed,
+    reject_unknown,
+)
 from convbert.data.config import CorpusConfig, TokenizerConfig
 from convbert.electra import ElectraObjective
 from convbert.train.optim import OptimConfig
+from convbert.train.precision import DTYPES
 from convbert.train.tracking import WANDB_MODES
 
 RESUME_MODES = ("auto", "never")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", *DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
 # config entries a resumed run may change (where and how it runs, how long, what it logs); any other
 # difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
@@ -62,16 +73,10 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        at_least = {"batch_size": 1, "grad_accum": 1, "max_steps": 1, "log_every": 1, "ckpt_every": 1,
-                    "keep_last": 1, "eval_examples": 0, "max_bad_steps": 0, "stop_check_every": 1}
-        for key, low in at_least.items():
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"trainer.{key} must be an integer >= {low}, got {value!r}")
-        for key in ("stop_after", "eval_every", "num_threads"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"trainer.{key} must be an integer >= 1 or null, got {value!r}")
+        check_ints(self, "trainer", ("batch_size", "grad_accum", "max_steps", "log_every", "ckpt_every", "keep_last",
+                                     "stop_check_every"))
+        check_ints(self, "trainer", ("eval_examples", "max_bad_steps"), low=0)
+        check_ints(self, "trainer", ("stop_after", "eval_every", "num_threads"), nullable=True)
         if self.device not in DEVICES:
             raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -109,9 +114,7 @@ class ModelConfig:
         if preset not in PRESETS:
             raise ConfigError(f"model.preset={preset!r} is not one of {sorted(PRESETS)}")
         known = {f.name for f in dataclasses.fields(ConvBertConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {sorted(known | {'preset'})}")
+        reject_unknown("model", values, known | {"preset"})
         fields = {**PRESETS[preset], **{k: v for k, v in values.items() if v is not None}}
         model = cls(preset, fields)
         model.build(vocab_size=fields.get("vocab_size") or 1 + fields.get("pad_token_id", 0))  # cheap check
@@ -187,16 +190,13 @@ TOP_LEVEL = ("name", "seed", "resume", "model", "optim", "trainer", "objective",
 def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     """Validate every group (cheap checks only: nothing is read or tokenized) and return the typed config."""
     cfg = upgrade_settings(cfg, warn=True)
-    unknown = sorted(set(cfg) - set(TOP_LEVEL))
-    if unknown:
-        raise ConfigError(f"unknown pretraining config key(s) {unknown}; valid keys: {sorted(TOP_LEVEL)}")
+    reject_unknown("pretraining", cfg, TOP_LEVEL)
     missing = [k for k in ("name", "model", "corpus", "tokenizer") if k not in cfg]
     if missing:
         raise ConfigError(f"pretraining config lacks {missing}")
     seed, data_seed = cfg.get("seed", 1), cfg.get("data_seed", 12345)
-    for key, value in (("seed", seed), ("data_seed", data_seed)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+    check_int("seed", seed, low=None)
+    check_int("data_seed", data_seed, low=None)
     resume = cfg.get("resume", "auto")
     if resume not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
@@ -216,8 +216,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
         raise ConfigError("optim.layer_decay is for fine-tuning; set it to null for pretraining")
     model = ModelConfig.parse(cfg["model"])
     max_seq_length = cfg.get("max_seq_length", 128)
-    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 5:
-        raise ConfigError(f"max_seq_length must be an integer >= 5, got {max_seq_length!r}")
+    check_int("max_seq_length", max_seq_length, low=5)
     if max_seq_length > model.fields["max_position_embeddings"]:
         raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's "
                           f"max_position_embeddings={model.fields['max_position_embeddings']}")
@@ -238,17 +237,11 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
 def upgrade_settings(cfg: dict[str, Any], warn: bool = False) -> dict[str, Any]:
     """Today's spelling of a (possibly older) pretraining config: renamed keys moved (RENAMED), null model
     knobs replaced by the preset's values. Returns a new dict; `warn` names each old key it moved."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for old, new in RENAMED.items():
-        group, key = old.split(".")
-        if key not in out.get(group, {}):
-            continue
-        value = out[group].pop(key)
-        new_group, new_key = new.split(".")
-        if warn:
+    out, moved = move_renamed(cfg, RENAMED)
+    if warn:
+        for old, new in moved:
             warnings.warn(f"{old} is deprecated: use {new} (the optim group, shared with fine-tuning)",
                           DeprecationWarning, stacklevel=3)
-        out.setdefault(new_group, {})[new_key] = list(value) if isinstance(value, tuple) else value
     model = out.get("model")
     if isinstance(model, dict) and model.get("preset") in PRESETS:
         for key, value in PRESETS[model["preset"]].items():
@@ -264,11 +257,8 @@ def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
     remaining null knobs take ConvBertConfig's defaults, as those runs did."""
     out = upgrade_settings(saved)
     for dotted, value in PREDATED.items():
-        *groups, key = dotted.split(".")
-        d = out
-        for g in groups:
-            d = d.setdefault(g, {})
-        d.setdefault(key, value)
+        group, key = dotted_parent(out, dotted, create=True)
+        group.setdefault(key, value)
     model = out.get("model")
     if isinstance(model, dict):  # fields an older model group did not list: the values those runs got
         preset = PRESETS.get(model.get("preset"), {})

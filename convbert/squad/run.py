@@ -31,12 +31,13 @@ V2_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_
 
 @dataclass
 class SquadTaskConfig:
-    """conf/task/squad1.yaml, squad2.yaml (docs/design.md §4 recipe)."""
+    """conf/task/squad1.yaml, squad2.yaml (docs/design.md §4 recipe); FinetuneConfig has filled a null epochs
+    with the task registry's (convbert/tasks.py)."""
 
     kind: str
     name: str
     version: str = "1.1"
-    epochs: int = 2
+    epochs: int | None = None
     max_length: int = 512  # window: [CLS] question [SEP] context-window [SEP]
     max_query_length: int = 64
     doc_stride: int = 128  # distance between window starts (BERT/ELECTRA convention)
@@ -128,7 +129,7 @@ class Adapter:
 
     def __init__(self, cfg: FinetuneConfig) -> None:
         t = from_mapping(SquadTaskConfig, "task", cfg.task, ConfigError)
-        self.cfg, self.t, self.name, self.epochs, self.max_length = cfg, t, t.name, t.epochs, t.max_length
+        self.cfg, self.t, self.name, self.epochs, self.max_length = cfg, t, t.name, int(t.epochs), t.max_length
         self.v2 = t.version == "2.0"
         self.fcfg = FeatureConfig(t.max_length, t.max_query_length, t.doc_stride)
         self.use_classifier = self.v2 and t.answerable_classifier
