@@ -149,12 +149,14 @@ def grouped_or_dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     return torch.bmm(xg, weight).transpose(0, 1).reshape(*x.shape[:-1], g * go) + bias
 
 
-def _linear_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
+def _linear_backward(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, reuse_x: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of grouped_or_dense w.r.t. (x, weight, bias); bias gradient accumulated in fp32."""
+    """Gradients of grouped_or_dense w.r.t. (x, weight, bias); bias gradient accumulated in fp32.
+    reuse_x: x is a temporary of the caller's, and a dense layer writes the input gradient over it."""
     x2, gy = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])  # [M, in], [M, out]
     if weight.dim() == 2:  # W [out, in]
-        grad_w, grad_x = gy.t().mm(x2), gy.mm(weight)
+        grad_w = gy.t().mm(x2)
+        grad_x = torch.mm(gy, weight, out=x2) if reuse_x and x2.is_contiguous() else gy.mm(weight)
     else:  # W [G, in/G, out/G]
         G = weight.shape[0]
         xg = x2.view(-1, G, weight.shape[1]).transpose(0, 1)  # [G, M, in/G]
@@ -182,9 +184,10 @@ class _FeedForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, a, w1, w2 = ctx.saved_tensors
-        grad_g, grad_w2, grad_b2 = _linear_backward(F.gelu(a), w2, grad.to(x.dtype))
-        grad_a = torch.ops.aten.gelu_backward(grad_g, a)
-        del grad_g  # the last layer's FFN backward is the step's memory peak: free each [..., 4d] buffer early
+        # the last layer's FFN backward is the step's memory peak: one [..., 4d] buffer holds gelu(a), then the
+        # gradient w.r.t. it, then (in place) the gradient w.r.t. a
+        grad_a, grad_w2, grad_b2 = _linear_backward(F.gelu(a), w2, grad.to(x.dtype), reuse_x=True)
+        grad_a = torch.ops.aten.gelu_backward.grad_input(grad_a, a, grad_input=grad_a)
         grad_x, grad_w1, grad_b1 = _linear_backward(x, w1, grad_a)
         pd = ctx.param_dtype
         return grad_x, grad_w1.to(pd), grad_b1.to(pd), grad_w2.to(pd), grad_b2.to(pd)
