@@ -1,5 +1,6 @@
 """Shared test plumbing: one way to run an entry point in-process (Hydra's compose API) and one to run it as
-a subprocess (signals, torchrun, the Makefile), plus the environment every test runs in.
+a subprocess (signals, torchrun, the Makefile), plus the environment every test runs in and the torch
+settings restored after each test.
 
 In-process runs skip what only `@hydra.main` does (writing .hydra/, configuring logging, sweeps); use
 `run_process` when a test is about those, or about exit codes and stderr.
@@ -39,6 +40,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # pytest-xdist workers (make test: -n 2) share the cores: one torch thread each, set before torch is
         # imported. Two threads per worker on 2 cores oversubscribe them: the whole suite runs about 60% slower.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """In-process runs set torch's process-wide thread count (trainer.threads, trainer.num_threads); a test that
+    changed it must not leave the next tests in this worker with another count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 # The longest test files, as measured on 2 cores. Under pytest-xdist (make test: -n 2, handing out one test at a

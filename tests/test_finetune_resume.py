@@ -70,18 +70,12 @@ def train_rows(run_dir: Path) -> list[int]:
 
 def reference(env: Path, run_dir: Path) -> dict:
     """The same job uninterrupted, in this process (the config the command composes, spelled out)."""
-    import torch
-
     from convbert.glue.run import run as run_glue
 
     cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
            "data": {"dir": str(env / "glue")}, "tracking": {"mode": "disabled"},
            "trainer": {"batch_size": 2, "epochs": 2, "threads": 1, "log_every": 1, "device": "cpu"}}
-    threads = torch.get_num_threads()
-    try:
-        return run_glue(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    return run_glue(cfg, run_dir)
 
 
 @pytest.mark.slow  # end to end: three fine-tuning subprocesses, signalled mid-epoch

@@ -114,18 +114,10 @@ def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
 
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one torch thread avoids oversubscribing small CI machines; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_training_memorises_spans(one_thread):
+def test_training_memorises_spans():
     """The SQuAD loss, batching and post-processing fit together: a tiny model memorises 4 spans."""
+    torch.set_num_threads(1)  # tiny matrices: more threads oversubscribe small CI machines (conftest restores it)
     seed_everything(0)
     tok = fixture_tokenizer()
     examples = [ex for ex in load_squad_json(FIXTURES / "dev-v2.0.json")[0] if ex.title == "Bridges"]

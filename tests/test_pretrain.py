@@ -57,11 +57,7 @@ def train(run_dir: Path, data_dir: Path, *overrides: str) -> dict:
     """The same run in this process (Hydra's compose API): for tests where no process boundary matters."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("pretrain", overrides=[*TINY, f"paths.root={ROOT}", f"data_dir={data_dir}", *overrides])
-    threads = torch.get_num_threads()
-    try:
-        return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
 
 
 def start(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
