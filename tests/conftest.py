@@ -113,14 +113,31 @@ def run_entry(stage: str, *overrides: str, run_dir: str | Path) -> Any:
         return module.main.__wrapped__(cfg)  # the function under @hydra.main
 
 
+def process_command(args: Sequence[str]) -> list[str]:
+    """A leading "-m" or "-c" means this interpreter: `python -m ...` / `python -c ...`."""
+    return [sys.executable, *args] if args and args[0] in ("-m", "-c") else list(args)
+
+
+def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's subprocess: TEST_ENV, one OpenMP thread, this checkout first on
+    PYTHONPATH, then `env`."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
+
+
 def run_process(args: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
                 cwd: str | Path = REPO) -> subprocess.CompletedProcess:
-    """Run a command in its own process (output captured as text). A leading "-m" means
-    `python -m ...` with this interpreter; this checkout comes first on PYTHONPATH."""
-    cmd = [sys.executable, *args] if args and args[0] == "-m" else list(args)
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    """Run a command in its own process to the end (output captured as text); see process_command."""
+    return subprocess.run(process_command(args), cwd=cwd, env=process_env(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_process(args: Sequence[str], *, stdout: int | None = subprocess.DEVNULL,
+                  stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """run_process's command and environment, started and left running: for tests that signal or kill it.
+    stderr is a text pipe by default, for `communicate()` after the signal."""
+    return subprocess.Popen(process_command(args), cwd=REPO, env=process_env(), stdout=stdout, stderr=stderr,
+                            text=True)
 
 
 def torchrun(nproc: int) -> list[str]:

@@ -5,16 +5,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_process, start_process
 from glue_fixtures import write_rte_finetune_env
 
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 100  # 200 RTE pairs, batches of 2: long enough to land a signal mid-epoch
 
 
@@ -24,17 +23,14 @@ def env(tmp_path_factory):
 
 
 def command(env: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "pipelines.finetune", "task=rte", f"init={env / 'pretrain'}",
+    return ["-m", "pipelines.finetune", "task=rte", f"init={env / 'pretrain'}",
             f"data.dir={env / 'glue'}", "task.max_length=32", "trainer.batch_size=2", "trainer.epochs=2",
             "trainer.threads=1", "trainer.log_every=1", "trainer.device=cpu", "tracking.mode=disabled",
             f"hydra.run.dir={run_dir}"]
 
 
-ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-
-
 def run(env: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command(env, run_dir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_process(command(env, run_dir), timeout=300)
 
 
 def steps_logged(run_dir: Path) -> int:
@@ -47,8 +43,7 @@ def steps_logged(run_dir: Path) -> int:
 
 def interrupt(env: Path, run_dir: Path, sig: int, after_step: int) -> tuple[int, str]:
     """Start the job, send `sig` once it has logged `after_step` steps -> (its exit code, its stderr)."""
-    proc = subprocess.Popen(command(env, run_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_process(command(env, run_dir))
     deadline = time.time() + 240
     while steps_logged(run_dir) < after_step and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
