@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_process, start_process, torchrun
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from conftest import run_entry, run_process, start_process, torchrun
 
 from convbert.config import ConfigError
 from convbert.model import ConvBertModel
-from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable, run
+from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable
 from convbert.train import load_checkpoint
 from convbert.train.lock import DirLock, DirLockedError
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "model.num_hidden_layers=2",
     "trainer.batch_size=8", "optim.warmup_steps=1", "trainer.log_every=1", "trainer.progress=false",
@@ -50,11 +47,9 @@ def pretrain(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1, che
     return proc
 
 
-def train(run_dir: Path, data_dir: Path, *overrides: str) -> dict:
-    """The same run in this process (Hydra's compose API): for tests where no process boundary matters."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*TINY, f"paths.root={ROOT}", f"data_dir={data_dir}", *overrides])
-    return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
+def train(run_dir: Path, data_dir: Path, *overrides: str) -> None:
+    """The same run in this process (conftest.run_entry): for tests where no process boundary matters."""
+    run_entry("pretrain", *TINY, f"data_dir={data_dir}", *overrides, run_dir=run_dir)
 
 
 def start(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
