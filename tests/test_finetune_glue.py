@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_process
+from conftest import run_entry, run_process
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, load_init
+from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, JobDone, load_init
 from convbert.glue.data import load_dir_split
 from convbert.glue.features import featurize
 from convbert.glue.run import batch_multiple, predict, run
@@ -87,17 +87,16 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     assert res["dev_examples"] == {"used": 12, "total": 12}
     # the same run dir again (two runs started in the same second): refused, the results stay as they were
     before = (out / "results.json").read_bytes()
-    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}")
-    assert p.returncode != 0 and "already holds the results.json" in p.stderr
+    with pytest.raises(JobDone, match="already holds the results.json"):
+        run_entry("finetune", "task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, run_dir=out)
     assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
 
 
 @pytest.mark.slow
 def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
     out = tmp_path / "capped"
-    p = finetune("task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
-                 "data.max_eval_examples=5", f"hydra.run.dir={out}")
-    assert p.returncode == 0, p.stderr[-3000:]
+    run_entry("finetune", "task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
+              "data.max_eval_examples=5", run_dir=out)
     res = json.loads((out / "results.json").read_text())
     assert res["dev_examples"] == {"used": 5, "total": 12}
     assert res["submission_files"] == {} and not (out / "submission" / "RTE.tsv").exists()  # 5 of 6 test rows

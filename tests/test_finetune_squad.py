@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_process
+from conftest import run_entry, run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
@@ -105,9 +105,8 @@ def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
     shutil.copy(FIXTURES / "dev-v1.1.json", data / "dev-v1.1.json")
     (data / "train-v1.1.json").write_text('{"version": "1.1", "data": [\n  {"title": "x",,}\n]}')
     run_dir = tmp_path / "run"
-    proc = _finetune(["task=squad1", f"init={init_dir}", f"data.dir={data}", *TINY,
-                      f"hydra.run.dir={run_dir}"])
-    assert proc.returncode != 0
+    with pytest.raises(ValueError, match="train-v1.1.json: invalid JSON at line 2"):
+        run_entry("finetune", "task=squad1", f"init={init_dir}", f"data.dir={data}", *TINY, run_dir=run_dir)
     failure = json.loads((run_dir / "failed.json").read_text())
     assert "train-v1.1.json: invalid JSON at line 2" in failure["error"]
     assert not (run_dir / "results.json").exists()
