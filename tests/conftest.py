@@ -1,5 +1,6 @@
 """Shared test plumbing: one way to run an entry point in-process (Hydra's compose API) and one to run it as
-a subprocess (signals, torchrun, the Makefile), plus the environment every test runs in.
+a subprocess (signals, torchrun, the Makefile), plus the environment every test runs in and the torch
+settings restored after each test.
 
 In-process runs skip what only `@hydra.main` does (writing .hydra/, configuring logging, sweeps); use
 `run_process` when a test is about those, or about exit codes and stderr.
@@ -39,6 +40,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # pytest-xdist workers (make test: -n 2) share the cores: one torch thread each, set before torch is
         # imported. Two threads per worker on 2 cores oversubscribe them: the whole suite runs about 60% slower.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """In-process runs set torch's process-wide thread count (trainer.threads, trainer.num_threads); a test that
+    changed it must not leave the next tests in this worker with another count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 # The longest test files, as measured on 2 cores. Under pytest-xdist (make test: -n 2, handing out one test at a
@@ -101,14 +113,31 @@ def run_entry(stage: str, *overrides: str, run_dir: str | Path) -> Any:
         return module.main.__wrapped__(cfg)  # the function under @hydra.main
 
 
+def process_command(args: Sequence[str]) -> list[str]:
+    """A leading "-m" or "-c" means this interpreter: `python -m ...` / `python -c ...`."""
+    return [sys.executable, *args] if args and args[0] in ("-m", "-c") else list(args)
+
+
+def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's subprocess: TEST_ENV, one OpenMP thread, this checkout first on
+    PYTHONPATH, then `env`."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
+
+
 def run_process(args: Sequence[str], *, timeout: float = 600, env: dict[str, str] | None = None,
                 cwd: str | Path = REPO) -> subprocess.CompletedProcess:
-    """Run a command in its own process (output captured as text). A leading "-m" means
-    `python -m ...` with this interpreter; this checkout comes first on PYTHONPATH."""
-    cmd = [sys.executable, *args] if args and args[0] == "-m" else list(args)
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, **TEST_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    """Run a command in its own process to the end (output captured as text); see process_command."""
+    return subprocess.run(process_command(args), cwd=cwd, env=process_env(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_process(args: Sequence[str], *, stdout: int | None = subprocess.DEVNULL,
+                  stderr: int | None = subprocess.PIPE) -> subprocess.Popen:
+    """run_process's command and environment, started and left running: for tests that signal or kill it.
+    stderr is a text pipe by default, for `communicate()` after the signal."""
+    return subprocess.Popen(process_command(args), cwd=REPO, env=process_env(), stdout=stdout, stderr=stderr,
+                            text=True)
 
 
 def torchrun(nproc: int) -> list[str]:

@@ -7,19 +7,17 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_process
 
 from convbert.data import DataError, check_compatible, check_files, load_shards_tokenizer, prepare, read_manifest
 
 PYDOCS = {"name": "pydocs", "source": "pydocs", "max_bytes": 600_000}  # 3 chunks: exercises the pool
 WORDPIECE = {"kind": "wordpiece", "vocab_size": 1000}
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +329,7 @@ def test_killed_build_leaves_nothing_that_looks_finished(built: Path, tmp_path: 
         "from convbert.data import prepare; "
         f"prepare({text_corpus(fifo)!r}, {vocab!r}, data_dir={str(data)!r}, progress=False)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    proc = start_process(["-c", code], stdout=None, stderr=None)
     try:
         os.write(fd, b"Some text that is read before the kill.\n" * 100)
         deadline = time.monotonic() + 120

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_process
+from conftest import run_entry, run_process
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
 from sklearn import metrics as skm
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, load_init
+from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, JobDone, load_init
 from convbert.glue.data import load_dir_split
 from convbert.glue.features import featurize
 from convbert.glue.run import batch_multiple, predict, run
@@ -87,17 +87,16 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     assert res["dev_examples"] == {"used": 12, "total": 12}
     # the same run dir again (two runs started in the same second): refused, the results stay as they were
     before = (out / "results.json").read_bytes()
-    p = finetune("task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}")
-    assert p.returncode != 0 and "already holds the results.json" in p.stderr
+    with pytest.raises(JobDone, match="already holds the results.json"):
+        run_entry("finetune", "task=mrpc", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, run_dir=out)
     assert (out / "results.json").read_bytes() == before and not (out / "failed.json").exists()
 
 
 @pytest.mark.slow
 def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(env, tmp_path):
     out = tmp_path / "capped"
-    p = finetune("task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
-                 "data.max_eval_examples=5", f"hydra.run.dir={out}")
-    assert p.returncode == 0, p.stderr[-3000:]
+    run_entry("finetune", "task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK,
+              "data.max_eval_examples=5", run_dir=out)
     res = json.loads((out / "results.json").read_text())
     assert res["dev_examples"] == {"used": 5, "total": 12}
     assert res["submission_files"] == {} and not (out / "submission" / "RTE.tsv").exists()  # 5 of 6 test rows
@@ -159,14 +158,11 @@ def test_learns_the_fixture_task(tmp_path):
     bench = make_benchmark(n_train=64, n_dev=32, n_test=4)
     write_glue_dir(tmp_path / "glue", bench, tasks=["sst2"])
     pre = write_pretrained_run_dir(tmp_path / "pre")
+    # threads=1: on a busy 2-core machine two OpenMP threads spin against each other
     cfg = dict(task=dict(kind="glue", name="sst2", max_length=32), seed=1, init=str(pre),
                data=dict(dir=str(tmp_path / "glue")), trainer=dict(batch_size=8, epochs=5, threads=1),
                optim=dict(lr=1e-3), tracking=dict(mode="disabled"))
-    threads = torch.get_num_threads()
-    try:  # one thread: on a busy 2-core machine two OpenMP threads spin against each other
-        res = run(cfg, tmp_path / "run")
-    finally:
-        torch.set_num_threads(threads)
+    res = run(cfg, tmp_path / "run")
     assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5]
     assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
     assert max(h["accuracy"] for h in res["history"]) >= 75.0  # chance is ~50
@@ -268,11 +264,7 @@ def test_bad_settings_fail_before_training(env, tmp_path):
     with pytest.raises(ConfigError, match="task.max_length=1024 exceeds the model's max_position_embeddings=512"):
         run({**base, "task": dict(kind="glue", name="rte", max_length=1024)}, tmp_path / "long")
     assert not (tmp_path / "long" / "metrics.jsonl").exists()  # nothing was trained
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(ValueError, match=r"stsb/test: 6 of 6 predictions are not finite"):
-            run({**base, "task": dict(kind="glue", name="stsb", max_length=32), "optim": dict(lr=1e30)},
-                tmp_path / "nan")
-    finally:
-        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match=r"stsb/test: 6 of 6 predictions are not finite"):
+        run({**base, "task": dict(kind="glue", name="stsb", max_length=32), "optim": dict(lr=1e30)},
+            tmp_path / "nan")
     assert not (tmp_path / "nan" / "submission").exists() and not (tmp_path / "nan" / "results.json").exists()

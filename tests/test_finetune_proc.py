@@ -2,17 +2,15 @@
 child gets SIGTERM from the kernel, checkpoints and exits)."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import start_process
 from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # end to end: reproduce and its fine-tuning child, killed
 
 
@@ -31,11 +29,8 @@ def test_killing_reproduce_mid_glue_leaves_no_orphan(tmp_path):
     args = ["pipelines.finetune", "task=rte", f"init={tmp_path / 'pretrain'}", f"data.dir={tmp_path / 'glue'}",
             "task.max_length=32", "trainer.batch_size=2", "trainer.epochs=2", "trainer.threads=1",
             "trainer.log_every=1", "tracking.mode=disabled", f"hydra.run.dir={job}"]
-    driver = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pipelines.reproduce import stage; " \
-             f"sys.exit(0 if stage('glue rte', {args!r}) else 1)"
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    driver = f"import sys; from pipelines.reproduce import stage; sys.exit(0 if stage('glue rte', {args!r}) else 1)"
+    proc = start_process(["-c", driver], stderr=subprocess.DEVNULL)  # nobody reads its output while it runs
     deadline = time.time() + 240
     while not (job / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -4,17 +4,15 @@ an uninterrupted job (bit-identical on CPU) with each step logged once; a live j
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_entry, start_process
 from glue_fixtures import write_rte_finetune_env
 
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 100  # 200 RTE pairs, batches of 2: long enough to land a signal mid-epoch
 
 
@@ -23,18 +21,11 @@ def env(tmp_path_factory):
     return write_rte_finetune_env(tmp_path_factory.mktemp("resume"), n_train=200)
 
 
-def command(env: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "pipelines.finetune", "task=rte", f"init={env / 'pretrain'}",
-            f"data.dir={env / 'glue'}", "task.max_length=32", "trainer.batch_size=2", "trainer.epochs=2",
-            "trainer.threads=1", "trainer.log_every=1", "trainer.device=cpu", "tracking.mode=disabled",
-            f"hydra.run.dir={run_dir}"]
-
-
-ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-
-
-def run(env: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command(env, run_dir), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+def overrides(env: Path) -> list[str]:
+    """The job's command line, less its run dir: for a subprocess or conftest.run_entry."""
+    return ["task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", "task.max_length=32",
+            "trainer.batch_size=2", "trainer.epochs=2", "trainer.threads=1", "trainer.log_every=1",
+            "trainer.device=cpu", "tracking.mode=disabled"]
 
 
 def steps_logged(run_dir: Path) -> int:
@@ -47,8 +38,7 @@ def steps_logged(run_dir: Path) -> int:
 
 def interrupt(env: Path, run_dir: Path, sig: int, after_step: int) -> tuple[int, str]:
     """Start the job, send `sig` once it has logged `after_step` steps -> (its exit code, its stderr)."""
-    proc = subprocess.Popen(command(env, run_dir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_process(["-m", "pipelines.finetune", *overrides(env), f"hydra.run.dir={run_dir}"])
     deadline = time.time() + 240
     while steps_logged(run_dir) < after_step and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -68,23 +58,11 @@ def train_rows(run_dir: Path) -> list[int]:
     return [r["step"] for r in rows if "train/loss" in r]
 
 
-def reference(env: Path, run_dir: Path) -> dict:
-    """The same job uninterrupted, in this process (the config the command composes, spelled out)."""
-    import torch
-
-    from convbert.glue.run import run as run_glue
-
-    cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
-           "data": {"dir": str(env / "glue")}, "tracking": {"mode": "disabled"},
-           "trainer": {"batch_size": 2, "epochs": 2, "threads": 1, "log_every": 1, "device": "cpu"}}
-    threads = torch.get_num_threads()
-    try:
-        return run_glue(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.mark.slow  # end to end: three fine-tuning subprocesses, signalled mid-epoch
+@pytest.mark.slow  # end to end: two fine-tuning subprocesses, signalled mid-epoch
 def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results(env, tmp_path):
     run_dir = tmp_path / "run"
     rc, err = interrupt(env, run_dir, signal.SIGTERM, 30)
@@ -97,11 +75,13 @@ def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results
     rc, err = interrupt(env, run_dir, signal.SIGKILL, STEPS_PER_EPOCH + 30)
     assert rc == -signal.SIGKILL and (run_dir / ".lock").exists()
     assert steps_logged(run_dir) > STEPS_PER_EPOCH
-    p = run(env, run_dir)
-    assert p.returncode == 0, p.stderr[-3000:]
-    res = json.loads((run_dir / "results.json").read_text())
+    # the same command again (in this process: what is resumed comes from the run dir, not the process)
+    with pytest.warns(UserWarning, match="taking over the lock"):
+        run_entry("finetune", *overrides(env), run_dir=run_dir)
+    res = results(run_dir)
     assert res["resumed_from_step"] == STEPS_PER_EPOCH
-    ref = reference(env, tmp_path / "uninterrupted")
+    run_entry("finetune", *overrides(env), run_dir=tmp_path / "uninterrupted")
+    ref = results(tmp_path / "uninterrupted")
     assert res["metrics"] == ref["metrics"]  # bit-identical on CPU
     assert res["history"] == ref["history"] and res["steps"] == ref["steps"] == 2 * STEPS_PER_EPOCH
     assert res["examples_seen"] == ref["examples_seen"]
@@ -121,12 +101,11 @@ def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
     cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
            "data": {"dir": str(env / "glue")}, "trainer": {"batch_size": 2, "epochs": 1, "threads": 1}}
     run_dir = tmp_path / "run"
-    with DirLock(run_dir, "fine-tuning job"):  # a live job (this process) holds the dir
-        p = run(env, run_dir)
-    assert p.returncode != 0 and "in use by another fine-tuning job" in p.stderr
+    # a live job (this process) holds the dir: the entry point refuses it, naming the holder
+    refused = f"in use by another fine-tuning job: pid {os.getpid()}"
+    with DirLock(run_dir, "fine-tuning job"), pytest.raises(DirLockedError, match=refused):
+        run_entry("finetune", *overrides(env), run_dir=run_dir)
     assert not (run_dir / "failed.json").exists()  # the refusal leaves the live job's dir alone
-    with DirLock(run_dir, "fine-tuning job"), pytest.raises(DirLockedError, match=f"pid {os.getpid()}"):
-        run_job(FinetuneConfig.from_dict(cfg), run_dir)
     (run_dir / "job.json").write_text(json.dumps(
         {"init": cfg["init"], "init_name": "pretrain", "task": "rte", "seed": 1,
          "settings": FinetuneConfig.from_dict({**cfg, "optim": {"lr": 1e-4}}).settings()}))

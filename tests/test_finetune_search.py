@@ -3,23 +3,19 @@ in the middle and continued by the same command; the best-trial summary; the tab
 marked as dev-selected."""
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_process, start_process
 from glue_fixtures import write_rte_finetune_env
 
 from convbert.report import aggregate, collect, to_markdown
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # end to end: an Optuna sweep of fine-tuning jobs, interrupted and continued
-ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +24,7 @@ def env(tmp_path_factory):
 
 
 def search_command(env: Path, sweep: Path) -> list[str]:
-    return [sys.executable, "-m", "pipelines.finetune", "-m", "hparams_search=glue_lr", "task=rte",
+    return ["-m", "pipelines.finetune", "-m", "hparams_search=glue_lr", "task=rte",
             f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", "task.max_length=32", "trainer.batch_size=4",
             "trainer.threads=1", "trainer.log_every=1", "tracking.mode=disabled", "data.predict_test=false",
             "seeds=[1,2]", "hydra.sweeper.n_trials=3", "trainer.epochs=choice(1,2)", f"hydra.sweep.dir={sweep}"]
@@ -41,8 +37,7 @@ def trial_states(sweep: Path) -> dict[int, str]:
 
 def test_search_completes_continues_after_interruption_and_reports_the_best_trial(env, tmp_path):
     sweep = tmp_path / "search"
-    proc = subprocess.Popen(search_command(env, sweep), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_process(search_command(env, sweep))
     deadline = time.time() + 300
     while not (sweep / "trial1" / "seed1" / "metrics.jsonl").exists() and proc.poll() is None \
             and time.time() < deadline:
@@ -54,8 +49,7 @@ def test_search_completes_continues_after_interruption_and_reports_the_best_tria
     assert list(states.values()).count("RUNNING") == 1 and states[0] == "COMPLETE"
     interrupted = next(n for n, s in states.items() if s == "RUNNING")
 
-    again = subprocess.run(search_command(env, sweep), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                           timeout=600)
+    again = run_process(search_command(env, sweep))
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"relaunching interrupted trial(s) [{interrupted}]" in again.stdout + again.stderr
     assert trial_states(sweep) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_process
+from conftest import run_entry, run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
@@ -105,27 +105,18 @@ def test_bad_training_file_fails_with_clear_error(init_dir, tmp_path):
     shutil.copy(FIXTURES / "dev-v1.1.json", data / "dev-v1.1.json")
     (data / "train-v1.1.json").write_text('{"version": "1.1", "data": [\n  {"title": "x",,}\n]}')
     run_dir = tmp_path / "run"
-    proc = _finetune(["task=squad1", f"init={init_dir}", f"data.dir={data}", *TINY,
-                      f"hydra.run.dir={run_dir}"])
-    assert proc.returncode != 0
+    with pytest.raises(ValueError, match="train-v1.1.json: invalid JSON at line 2"):
+        run_entry("finetune", "task=squad1", f"init={init_dir}", f"data.dir={data}", *TINY, run_dir=run_dir)
     failure = json.loads((run_dir / "failed.json").read_text())
     assert "train-v1.1.json: invalid JSON at line 2" in failure["error"]
     assert not (run_dir / "results.json").exists()
 
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one torch thread avoids oversubscribing small CI machines; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_training_memorises_spans(one_thread):
+def test_training_memorises_spans():
     """The SQuAD loss, batching and post-processing fit together: a tiny model memorises 4 spans."""
+    torch.set_num_threads(1)  # tiny matrices: more threads oversubscribe small CI machines (conftest restores it)
     seed_everything(0)
     tok = fixture_tokenizer()
     examples = [ex for ex in load_squad_json(FIXTURES / "dev-v2.0.json")[0] if ex.title == "Bridges"]

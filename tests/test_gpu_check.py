@@ -1,21 +1,15 @@
 """`make gpu-check` as a dry run on CPU (tiny sizes, aot_eager, gloo): the script a GPU machine will run works."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_process
 
 
 @pytest.mark.slow  # the whole script in a subprocess: training steps, DDP, a fine-tune
 def test_gpu_check_dry_run_on_cpu_passes_every_check():
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_process([sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"])
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checks = [r["check"] for r in rows]

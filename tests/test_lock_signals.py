@@ -4,10 +4,9 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
+from conftest import run_process
 
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import StopRequest
@@ -23,7 +22,7 @@ def test_second_lock_refused_and_released(tmp_path):
 
 
 def test_stale_lock_of_dead_process_taken_over(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = run_process(["-c", "import os; print(os.getpid())"])
     pid = int(dead.stdout)
     (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "x"}))
     with pytest.warns(UserWarning, match="gone"):

@@ -8,22 +8,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from conftest import run_entry, run_process, start_process, torchrun
 
 from convbert.config import ConfigError
 from convbert.model import ConvBertModel
-from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable, run
+from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable
 from convbert.train import load_checkpoint
 from convbert.train.lock import DirLock, DirLockedError
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "model.num_hidden_layers=2",
     "trainer.batch_size=8", "optim.warmup_steps=1", "trainer.log_every=1", "trainer.progress=false",
@@ -31,7 +28,6 @@ TINY = [
     "trainer.eval_every=3",
 ]
 NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
-ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -40,33 +36,24 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def command(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
-    launcher = [sys.executable, "-m"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+    launcher = ["-m"] if nproc == 1 else [*torchrun(nproc), "-m"]
     return [*launcher, "pipelines.pretrain", *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides]
 
 
 def pretrain(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1, check: bool = True):
-    proc = subprocess.run(command(run_dir, data_dir, *overrides, nproc=nproc), cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_process(command(run_dir, data_dir, *overrides, nproc=nproc))
     if check and proc.returncode != 0:
         raise AssertionError(f"pretraining failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
 
 
-def train(run_dir: Path, data_dir: Path, *overrides: str) -> dict:
-    """The same run in this process (Hydra's compose API): for tests where no process boundary matters."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*TINY, f"paths.root={ROOT}", f"data_dir={data_dir}", *overrides])
-    threads = torch.get_num_threads()
-    try:
-        return run(OmegaConf.to_container(cfg, resolve=True), run_dir)
-    finally:
-        torch.set_num_threads(threads)
+def train(run_dir: Path, data_dir: Path, *overrides: str) -> None:
+    """The same run in this process (conftest.run_entry): for tests where no process boundary matters."""
+    run_entry("pretrain", *TINY, f"data_dir={data_dir}", *overrides, run_dir=run_dir)
 
 
 def start(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
-    return subprocess.Popen(command(run_dir, data_dir, *overrides, nproc=nproc), cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_process(command(run_dir, data_dir, *overrides, nproc=nproc))
 
 
 def wait_for_rows(run_dir: Path, proc: subprocess.Popen, n: int = 1) -> None:
@@ -338,9 +325,8 @@ def test_wandb_offline_run_is_recorded(tmp_path, data_dir):
 @pytest.mark.slow  # end to end: a Hydra multirun subprocess
 def test_sweep_jobs_get_their_own_run_dirs(tmp_path, data_dir):
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.pretrain", "-m", "optim.lr=1e-3,3e-4", *TINY,
-                           "trainer.max_steps=1", "trainer.eval_examples=0", f"data_dir={data_dir}",
-                           f"paths.runs_dir={runs}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = run_process(["-m", "pipelines.pretrain", "-m", "optim.lr=1e-3,3e-4", *TINY, "trainer.max_steps=1",
+                        "trainer.eval_examples=0", f"data_dir={data_dir}", f"paths.runs_dir={runs}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.parent for p in runs.glob("pretrain/multirun/*/*/config.json"))
     assert [p.name for p in jobs] == ["tiny-mixed-pydocs-0", "tiny-mixed-pydocs-1"]
