@@ -6,8 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from conftest import compose_resolved
 
 from convbert.config import PRESETS, ConfigError
 from convbert.pretrain import parse_config
@@ -18,9 +17,7 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 
 
 def composed(*overrides: str) -> dict:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[f"paths.root={ROOT}", *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_resolved("pretrain", [f"paths.root={ROOT}", *overrides])
 
 
 def test_model_group_lists_every_field_so_plain_overrides_work():
