@@ -285,7 +285,7 @@ class TrainerConfig:
         check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every"))
         check_ints(self, "trainer", ("epochs", "max_steps", "threads"), nullable=True)
         if self.precision not in ("auto", *DTYPES):
-            raise ConfigError(f"trainer.precision={self.precision!r}: must be auto or one of {sorted(DTYPES)}")
+            raise ConfigError(f"trainer.precision must be auto or one of {sorted(DTYPES)}, got {self.precision!r}")
 
 
 # old flat spellings -> new keys (accepted for one release with a FutureWarning; lr_by_preset is gone)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
 
 from convbert.config import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
+from convbert.data import CorpusConfig, DataError
+from convbert.train.optim import OptimConfig
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.0, "3", True, None])
@@ -85,3 +88,14 @@ def test_dotted_parent_finds_or_creates_the_group():
     assert cfg["a"] == {"b": {"c": 1}} and dotted_parent(cfg, "model.preset", create=True)[0] is cfg["model"] == {}
     with pytest.raises(ConfigError, match=r"^name config must be a mapping \(to hold name.x\), got str$"):
         dotted_parent(cfg, "name.x", create=True)
+
+
+@pytest.mark.parametrize("build, error, message", [
+    (lambda: CorpusConfig(source="pydocs", max_documents=True), DataError,
+     "corpus.max_documents must be a positive integer or null, got True"),  # a bool used to pass as 1
+    (lambda: OptimConfig(lr=1e-4, warmup_steps=-1), ConfigError,
+     "optim.warmup_steps must be an integer >= 0 or null, got -1"),
+])
+def test_corpus_and_optim_groups_use_the_shared_integer_check(build, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        build()

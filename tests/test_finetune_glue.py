@@ -215,7 +215,8 @@ def test_configs_compose():
 @pytest.mark.parametrize("bad, message", [
     ({"optim": {"lr": 0}}, r"optim.lr=0: must be a positive"), ({"optim": {"layer_decay": 1.5}}, "optim.layer_decay="),
     ({"optim": {"layer_decay_variant": "electa"}}, "optim.layer_decay_variant="),
-    ({"trainer": {"precision": "bf32"}}, "trainer.precision="), ({"trainer": {"epochs": 0}}, "trainer.epochs must be"),
+    ({"trainer": {"precision": "bf32"}}, "trainer.precision must be auto or one of"),
+    ({"trainer": {"epochs": 0}}, "trainer.epochs must be"),
 ])
 def test_hparams_are_checked_before_any_work(bad, message):
     task = {"kind": "glue", "name": "rte"}

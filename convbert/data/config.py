@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from convbert.config import check_ints
 from convbert.config import from_mapping as _from_mapping
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] must be id 0 (model pad_token_id)
@@ -47,10 +48,7 @@ class CorpusConfig:
         self.name = self.name or self.source
         if "/" in self.name or self.name.startswith("."):
             raise DataError(f"corpus.name={self.name!r} must be a plain directory-name prefix")
-        for key in ("max_documents", "max_bytes"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise DataError(f"corpus.{key}={value!r} must be a positive integer or null")
+        check_ints(self, "corpus", ("max_documents", "max_bytes"), nullable=True, error=DataError)
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         self.paths = [str(p) for p in self.paths]

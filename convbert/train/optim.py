@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convbert.config import ConfigError
+from convbert.config import ConfigError, check_int
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -153,9 +153,7 @@ class OptimConfig:
         if (self.warmup_steps is None) == (self.warmup_fraction is None):
             raise ConfigError("optim: set exactly one of warmup_steps and warmup_fraction "
                               f"(got {self.warmup_steps!r} and {self.warmup_fraction!r})")
-        if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or
-                                              not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
-            raise bad("warmup_steps", "must be an integer >= 0")
+        check_int("optim.warmup_steps", self.warmup_steps, low=0, nullable=True)
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise bad("warmup_fraction", "must be in [0, 1)")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
