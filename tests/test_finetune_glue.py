@@ -26,6 +26,7 @@ from convbert.glue.features import featurize
 from convbert.glue.run import batch_multiple, predict, run
 from convbert.glue.tasks import TASKS
 from convbert.model import ConvBertForSequenceClassification
+from convbert.tasks import task_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"task", "metrics", "seed", "model", "pretraining", "steps", "examples_seen", "wall_time_s", "flops",
@@ -196,11 +197,12 @@ def test_configs_compose():
     from hydra.errors import MissingConfigException
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for name, task in TASKS.items():
+        for name in TASKS:
             cfg = compose("finetune", overrides=[f"task={name}"])
             assert cfg.task.kind == "glue" and cfg.task.name == name
             job = FinetuneConfig.from_dict({"task": dict(cfg.task)})  # conf/task leaves the recipe to the registry
-            assert (job.task["epochs"], job.task["double_unordered"]) == (task.epochs, task.double_unordered)
+            info = task_info(name)
+            assert (job.task["epochs"], job.task["double_unordered"]) == (info.epochs, info.double_unordered)
         for launcher, target in [("basic", "BasicLauncher"), ("local_parallel", "JoblibLauncher"),
                                  ("slurm", "SlurmLauncher")]:
             cfg = compose("finetune", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)

@@ -1,5 +1,6 @@
 """Where each GLUE task's data lives (HF hub and original GLUE directory), its labels and leaderboard files
-(docs/design.md §5). Metrics, epochs and pair swapping come from the task registry, convbert/tasks.py."""
+(docs/design.md §5). Metrics come from the task registry, convbert/tasks.py, as do the recipe's epochs and
+pair swapping, which the fine-tuning config fills in."""
 
 from __future__ import annotations
 
@@ -54,15 +55,6 @@ class GlueTask:
     def metrics(self) -> tuple[str, ...]:
         """Reported metric names (results.json keys; MNLI's carry _m/_mm)."""
         return task_info(self.name).metrics
-
-    @property
-    def epochs(self) -> int:
-        return task_info(self.name).epochs
-
-    @property
-    def double_unordered(self) -> bool:
-        """Also train on the swapped pair (b, a)."""
-        return task_info(self.name).double_unordered
 
     @property
     def is_regression(self) -> bool:
