@@ -191,8 +191,10 @@ def sample_tokens(probs: torch.Tensor, uniforms: torch.Tensor, temperature: floa
         if temperature != 1.0:
             p = p.double().pow(1.0 / temperature)
         cdf = p.cumsum(-1, dtype=torch.float64)  # [rows, V]
-        # u < 1 gives u * total < total in fp64 rounding: the index never passes the last token with mass
-        return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
+        # u < 1 gives u * total < total in fp64 rounding: the index never passes the last token with mass. A
+        # NaN row (a diverged generator) would give V: clamped, so that the step reaches the trainer's
+        # non-finite check instead of failing on an out-of-range token id
+        return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=V - 1)
 
     rows = max(1, sample_chunk(probs.device) // V)
     if p.shape[0] <= rows:

@@ -85,6 +85,8 @@ def test_sampling_follows_the_distribution_at_any_temperature():
     # the edges of the uniform's range still land on tokens with mass
     edge = sample_tokens(probs[:, :2], torch.tensor([[0.0, 1.0 - 2.0**-53]], dtype=torch.float64))
     assert edge.tolist() == [[0, 2]]
+    nan = sample_tokens(torch.full((1, 2, 4), float("nan")), u[:, :2])  # a diverged generator
+    assert ((0 <= nan) & (nan < 4)).all()  # still token ids: the trainer's non-finite check handles the step
 
 
 def test_sampling_uniforms_have_53_bits_and_differ_by_slot():
