@@ -326,6 +326,12 @@ STAT_KEYS = ("mlm_loss_sum", "rtd_loss_sum", "mlm_correct", "masked", "tokens", 
              "predicted_replaced", "true_positive")
 
 
+def stat_vector(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed counts as one fp64 vector in STAT_KEYS order, on their device: what log windows, held-out batches
+    and ranks add up."""
+    return torch.stack([stats[k].double() for k in STAT_KEYS])
+
+
 def summarize(stats: dict[str, float]) -> dict[str, float]:
     """Turn summed counts (over micro-batches and ranks) into the logged metrics."""
     masked, tokens = max(stats["masked"], 1.0), max(stats["tokens"], 1.0)

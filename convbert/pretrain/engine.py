@@ -31,6 +31,7 @@ from convbert.electra import (
     ElectraPretrainer,
     example_seeds,
     prepare_batch,
+    stat_vector,
     summarize,
     to_device,
     train_flops,
@@ -208,7 +209,7 @@ def one_step(state: TrainState, r: Run) -> None:
     for a, b in enumerate(micro_batches):
         _, stats = train_step(r.net, b, norms, state.precision, float(info.world_size),
                               sync=a == len(micro_batches) - 1)  # all-reduce gradients once a step
-        state.window += torch.stack([torch.as_tensor(stats[k]).double() for k in STAT_KEYS])
+        state.window += stat_vector(stats)
     params = [p for p in state.model.parameters() if p.requires_grad]
     skip = t.max_bad_steps and state.precision.scaler is None and skip_bad_step(state, r, params)
     if not skip:  # the grad norm stays a device tensor, read in log_window

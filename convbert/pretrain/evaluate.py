@@ -19,6 +19,7 @@ from convbert.electra import (
     example_seeds,
     mask_tokens,
     rtd_sums,
+    stat_vector,
     summarize,
 )
 from convbert.train.dist import DistInfo, all_reduce_sum
@@ -62,8 +63,7 @@ class HeldOutEval:
     def _disc_stats(gen: dict, logits: torch.Tensor, corrupted: torch.Tensor, b: dict) -> torch.Tensor:
         """The summed counts of STAT_KEYS for one batch."""
         _, disc = rtd_sums(logits, b["input_ids"], corrupted, b["attention_mask"].bool())
-        s = {**gen, **disc}
-        return torch.stack([torch.as_tensor(s[k], device=logits.device).double() for k in STAT_KEYS])
+        return stat_vector({**gen, **disc})
 
     @torch.no_grad()
     def __call__(self, model: ElectraPretrainer, precision: Precision) -> dict[str, float]:
