@@ -84,9 +84,14 @@ def _unit(h: torch.Tensor) -> torch.Tensor:
     return (h >> 8).float().mul_(2.0**-24).add_(2.0**-25)
 
 
+def _hashes(seeds: torch.Tensor, key_salt: int, counter_salt: int, n: int) -> torch.Tensor:
+    """seeds [B] -> 32-bit hashes [B, n]: counter i of example b keyed by (seed_b, the two salts, i)."""
+    return _mix32(_keys(seeds, key_salt)[:, None] ^ _counters(n, counter_salt, seeds.device))
+
+
 def _uniform(seeds: torch.Tensor, salt: int, n: int) -> torch.Tensor:
     """seeds [B] -> uniforms [B, n] of stream `salt`."""
-    return _unit(_mix32(_keys(seeds, salt)[:, None] ^ _counters(n, salt, seeds.device)))
+    return _unit(_hashes(seeds, salt, salt, n))
 
 
 def as_seed_tensor(seeds: list[int] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
@@ -173,7 +178,7 @@ def sample_chunk(device: torch.device) -> int:
 def sample_uniforms(seeds: torch.Tensor, slots: int) -> torch.Tensor:
     """One fp64 uniform in [0, 1) with 53 random bits per (example, slot): [B, slots], slot p of example b
     keyed by (seed_b, p). 53 bits (not the 24 of an fp32 uniform) keep a token's chance exact to ~1e-16."""
-    keys = _mix32(_keys(seeds, _SAMPLE)[:, None] ^ _counters(slots, _SLOT, seeds.device))  # [B, slots]
+    keys = _hashes(seeds, _SAMPLE, _SLOT, slots)  # [B, slots]
     high, low = _mix32(keys ^ _HIGH), _mix32(keys ^ _LOW)  # two independent 32-bit hashes
     return ((high << 21) | (low >> 11)).double() * 2.0**-53
 
