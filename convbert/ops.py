@@ -316,6 +316,15 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p).transpose(1, 2)
 
 
+def _cast_chunk_rows(t: torch.Tensor, dtype: torch.dtype, cols: int) -> int | None:
+    """Rows per chunk for writing an [M, cols] result computed from t in another dtype. On CPU such a write first
+    computes into a full-size temporary of the computation's dtype (74 MB at the small preset's generator
+    head), so there rows go in ~1 MB chunks. None: in one piece (same dtype, an accelerator, a compiled graph)."""
+    if t.dtype == dtype or t.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return max(1, (1 << 18) // cols)
+
+
 class _TiedLMCrossEntropy(torch.autograd.Function):
     """sum_i w_i CE(h_i W^T + b, target_i), returning the softmax probabilities as well. The [M, V] logits
     buffer becomes the probabilities in place and is kept for backward, whose gradient (probs - onehot) then
@@ -330,7 +339,14 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
         dt = compute_dtype(h)
         with torch.autocast(h.device.type, enabled=False):
             h, w, b = h.to(dt), weight.to(dt), bias.to(dt)
-            probs = F.linear(h, w, b).to(_acc_dtype(dt))  # [M, V] logits, fp32 under autocast
+            acc = _acc_dtype(dt)
+            chunk = _cast_chunk_rows(h, acc, len(w))
+            if chunk is None:
+                probs = F.linear(h, w, b).to(acc)  # [M, V] logits, fp32 under autocast
+            else:
+                probs = torch.empty(len(h), len(w), dtype=acc, device=h.device)
+                for r in range(0, len(h), chunk):
+                    probs[r:r + chunk] = F.linear(h[r:r + chunk], w, b)
             target_logit = probs.gather(1, targets[:, None]).squeeze(1)  # [M]
             row_max = probs.amax(1, keepdim=True)
             row_sum = probs.sub_(row_max).exp_().sum(1, keepdim=True)  # softmax numerators, in place
@@ -348,13 +364,15 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_probs: None):
         h, w, targets, probs, row_weights = ctx.saved_tensors
-        scale = grad_loss if row_weights is None else row_weights * grad_loss  # [] or [M]
-        # d loss / d logits = scale * (softmax - onehot)
-        grad = probs * (scale if row_weights is None else scale[:, None])  # [M, V], fp32 under autocast
+        scale = grad_loss.expand(len(targets)) if row_weights is None else row_weights * grad_loss  # [M]
+        # d loss / d logits = scale * (softmax - onehot), in the compute dtype, each value rounded once
+        grad = torch.empty(probs.shape, dtype=h.dtype, device=h.device)  # [M, V]
+        chunk = _cast_chunk_rows(probs, h.dtype, probs.shape[1]) or len(probs)
+        for r in range(0, len(probs), chunk):
+            torch.mul(probs[r:r + chunk], scale[r:r + chunk, None], out=grad[r:r + chunk])
         rows = torch.arange(len(targets), device=grad.device)
-        grad[rows, targets] -= scale
-        grad_b = grad.sum(0)
-        grad = grad.to(h.dtype)
+        grad[rows, targets] = ((probs[rows, targets] - 1) * scale).to(grad.dtype)
+        grad_b = (scale[None] @ probs).squeeze(0).index_add_(0, targets, -scale)  # [V], from the fp32 probs
         return grad.mm(w), grad.t().mm(h).to(ctx.param_dtype), grad_b.to(ctx.param_dtype), None, None
 
 

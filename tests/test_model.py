@@ -320,10 +320,27 @@ def test_generator_head_loss_under_bf16_autocast_matches_autocast_reference():
     ref = F.cross_entropy(ref_logits.float(), targets, reduction="sum")
     assert probs.dtype == torch.float32 and torch.allclose(probs, ref_logits.float().softmax(-1))
     assert torch.allclose(loss, ref, rtol=1e-5)
-    grads = torch.autograd.grad(loss, (emb.weight, head.dense.weight))
-    ref_grads = torch.autograd.grad(ref, (emb.weight, head.dense.weight))
+    params = (emb.weight, head.dense.weight, head.bias)
+    grads, ref_grads = torch.autograd.grad(loss, params), torch.autograd.grad(ref, params)
     for g, r in zip(grads, ref_grads, strict=True):
         assert g.dtype == r.dtype == torch.float32 and torch.allclose(g, r, rtol=2e-2, atol=1e-3)
+
+
+def test_tied_lm_cross_entropy_under_bf16_autocast_in_row_chunks_matches_one_piece():
+    # a vocabulary this wide makes the CPU path write logits and gradients in chunks of 4 rows (3 chunks here)
+    torch.manual_seed(0)
+    M, E, vocab = 10, 8, (1 << 16) + 3
+    h = torch.randn(M, E, requires_grad=True)
+    w = torch.randn(vocab, E, requires_grad=True)
+    b = torch.randn(vocab, requires_grad=True)
+    targets, row_weights = torch.randint(0, vocab, (M,)), (torch.arange(M) % 3 != 0).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, probs = tied_lm_cross_entropy(h, w, b, targets, row_weights)
+    ref_logits = F.linear(h.bfloat16(), w.bfloat16(), b.bfloat16()).float()  # what one piece computes
+    ref = (F.cross_entropy(ref_logits, targets, reduction="none") * row_weights).sum()
+    assert torch.allclose(probs, ref_logits.softmax(-1), rtol=1e-4) and torch.allclose(loss, ref)
+    for g, r in zip(torch.autograd.grad(loss, (h, w, b)), torch.autograd.grad(ref, (h, w, b)), strict=True):
+        assert g.dtype == torch.float32 and torch.allclose(g, r, rtol=2e-2, atol=1e-4)
 
 
 def test_discriminator_and_task_heads_shapes():
