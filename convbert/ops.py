@@ -365,15 +365,17 @@ class _TiedLMCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor, _grad_probs: None):
         h, w, targets, probs, row_weights = ctx.saved_tensors
         scale = grad_loss.expand(len(targets)) if row_weights is None else row_weights * grad_loss  # [M]
-        # d loss / d logits = scale * (softmax - onehot), in the compute dtype, each value rounded once
-        grad = torch.empty(probs.shape, dtype=h.dtype, device=h.device)  # [M, V]
-        chunk = _cast_chunk_rows(probs, h.dtype, probs.shape[1]) or len(probs)
-        for r in range(0, len(probs), chunk):
-            torch.mul(probs[r:r + chunk], scale[r:r + chunk, None], out=grad[r:r + chunk])
-        rows = torch.arange(len(targets), device=grad.device)
-        grad[rows, targets] = ((probs[rows, targets] - 1) * scale).to(grad.dtype)
-        grad_b = (scale[None] @ probs).squeeze(0).index_add_(0, targets, -scale)  # [V], from the fp32 probs
-        return grad.mm(w), grad.t().mm(h).to(ctx.param_dtype), grad_b.to(ctx.param_dtype), None, None
+        with torch.autocast(h.device.type, enabled=False):  # a compiled backward may trace under autocast
+            # d loss / d logits = scale * (softmax - onehot), in the compute dtype, each value rounded once
+            grad = torch.empty(probs.shape, dtype=h.dtype, device=h.device)  # [M, V]
+            chunk = _cast_chunk_rows(probs, h.dtype, probs.shape[1]) or len(probs)
+            for r in range(0, len(probs), chunk):
+                torch.mul(probs[r:r + chunk], scale[r:r + chunk, None], out=grad[r:r + chunk])
+            rows = torch.arange(len(targets), device=grad.device)
+            grad[rows, targets] = ((probs[rows, targets] - 1) * scale).to(grad.dtype)
+            grad_b = (scale[None] @ probs).squeeze(0).index_add_(0, targets, -scale)  # [V], from the fp32 probs
+            grad_h, grad_w = grad.mm(w), grad.t().mm(h)
+        return grad_h, grad_w.to(ctx.param_dtype), grad_b.to(ctx.param_dtype), None, None
 
 
 def tied_lm_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
