@@ -15,23 +15,21 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @functools.cache
 def cpu_bf16_speedup() -> float:
-    """This CPU's bf16 / fp32 matmul rate, measured once per process (best of 3 products of 256x1024x1024,
-    ~20 ms). Without AMX it depends on the chip: 0.55 on one AVX512-BF16 development machine, 2.2 on
-    another (AMD EPYC), so it is measured rather than guessed from CPU flags."""
+    """This CPU's bf16 / fp32 matmul rate, measured once per process (best of 5 products of 256x1024x1024 in
+    each dtype, alternating so that a busy machine slows both alike; ~100 ms). Without AMX it depends on the
+    chip: 0.55 on one AVX512-BF16 development machine, 2.2-2.7 on another (AMD EPYC), so it is measured
+    rather than guessed from CPU flags."""
     g = torch.Generator().manual_seed(0)  # its own generator: measuring must not move the run's random stream
     a, b = torch.randn(256, 1024, generator=g), torch.randn(1024, 1024, generator=g)
-
-    def best_s(dtype: torch.dtype) -> float:
-        x, y = a.to(dtype), b.to(dtype)
-        x @ y
-        times = []
-        for _ in range(3):
+    pairs = {dtype: (a.to(dtype), b.to(dtype)) for dtype in (torch.float32, torch.bfloat16)}
+    times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in pairs}
+    for _ in range(6):
+        for dtype, (x, y) in pairs.items():
             t0 = time.perf_counter()
             x @ y
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    return best_s(torch.float32) / best_s(torch.bfloat16)
+            times[dtype].append(time.perf_counter() - t0)
+    fp32_s, bf16_s = (min(t[1:]) for t in times.values())  # the first round warms up
+    return fp32_s / bf16_s
 
 
 def _cpu_has_fast_bf16() -> bool:
