@@ -1,0 +1,191 @@
+"""`run_job`: the steps every job shares (lock, record, seed, init, data, model, fit, results.json). A task kind
+(convbert/glue/run.py, convbert/squad/run.py) supplies a `TaskAdapter`: data, model, loss, evaluation and
+its own output files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from convbert.config import (
+    ConfigError,
+    ConvBertConfig,
+)
+from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, init_name
+from convbert.finetune.fit import fit, seed_everything
+from convbert.finetune.init import Pretrained, load_init
+from convbert.report.schema import ModelInfo, Pretraining, Result
+from convbert.train import Precision, Tracker, git_revision, init_distributed
+from convbert.train.files import write_json_atomic
+from convbert.train.lock import DirLock
+from convbert.train.precision import resolve_precision
+from convbert.train.runinfo import recorded_changes
+from convbert.train.signals import StopRequest
+
+
+@dataclass
+class TaskOutput:
+    """What a task adds to results.json after training."""
+
+    metrics: dict[str, float]
+    predictions_file: Path
+    dev_examples: tuple[int, int]  # (used, total)
+    flops: float = 0.0  # inference after training (test sets)
+    extras: dict[str, Any] = field(default_factory=dict)  # task-specific results.json keys
+
+
+class TaskAdapter(Protocol):
+    """What a task kind supplies to `run_job` (convbert/glue/run.py, convbert/squad/run.py)."""
+
+    name: str
+    epochs: int  # the task's default
+    max_length: int
+    train_lengths: np.ndarray  # after load()
+
+    def load(self, pre: Pretrained, device: torch.device) -> None: ...  # data + features, before training
+    def build_model(self, config: ConvBertConfig) -> torch.nn.Module: ...
+    def collate_train(self, indices: list[int]) -> dict[str, torch.Tensor]: ...
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def evaluate(self, model: torch.nn.Module, epoch: int, last: bool, autocast) -> dict[str, float]: ...
+    def finish(self, model: torch.nn.Module, run_dir: Path, autocast) -> TaskOutput: ...
+    def hparams(self) -> dict[str, Any]: ...
+
+
+class JobDone(FileExistsError):
+    """The job dir already holds results.json."""
+
+
+def task_adapter(cfg: FinetuneConfig) -> TaskAdapter:
+    kind = cfg.task.get("kind")
+    try:
+        module = importlib.import_module(f"convbert.{kind}.run")
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"task.kind={kind!r}: no module convbert.{kind}.run ({e})") from e
+    return module.Adapter(cfg)
+
+
+def default_lr(cfg: FinetuneConfig, pre: Pretrained) -> float:
+    if cfg.optim.lr is not None:
+        return float(cfg.optim.lr)
+    preset = pre.model_info["preset"]
+    if preset not in DEFAULT_LR:
+        raise ConfigError(f"optim.lr is null and model preset {preset!r} has no default learning rate (defaults: "
+                          f"{DEFAULT_LR}); set optim.lr=...")
+    return DEFAULT_LR[preset]
+
+
+def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
+    """job.json: init, task, seed and settings; a rerun in the same dir must have the same settings."""
+    path = run_dir / "job.json"
+    record = {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset), "task": cfg.task["name"],
+              "seed": cfg.seed, "settings": cfg.settings()}
+    diff = recorded_changes(path, record)
+    if diff:
+        raise ConfigError(f"{run_dir} holds a job with other settings ({diff}); use another run dir, or delete "
+                          f"it to start over")
+
+
+def run_job(cfg: FinetuneConfig, run_dir: str | Path) -> Result:
+    """One fine-tuning job in run_dir: resumes what a killed/stopped job left there; refuses a finished dir
+    and a dir another live job holds."""
+    run_dir = Path(run_dir).resolve()
+    with DirLock(run_dir, "fine-tuning job"):
+        if (run_dir / "results.json").exists():  # e.g. two runs started in the same second, or a reused dir
+            raise JobDone(f"{run_dir} already holds the results.json of a finished job; choose another run dir "
+                          f"(nothing was changed)")
+        with StopRequest() as stop:
+            return _run(cfg, run_dir, stop)
+
+
+def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
+    t_start = time.time()
+    adapter = task_adapter(cfg)
+    record_job(run_dir, cfg)
+    tr = cfg.trainer
+    trainer = dataclasses.replace(tr, epochs=tr.epochs or adapter.epochs)
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    dist = init_distributed(tr.device)
+    if dist.distributed:
+        raise NotImplementedError("fine-tuning runs one process per job; launch many jobs (multirun), not "
+                                  "torchrun/srun with several tasks")
+    device = dist.device
+    seed_everything(cfg.seed)
+
+    pre = load_init(cfg.init, cfg.model.preset, cfg.model.vocab, cfg.model.overrides)
+    positions = pre.config.max_position_embeddings
+    if adapter.max_length > positions:
+        raise ConfigError(f"task.max_length={adapter.max_length} exceeds the model's max_position_embeddings="
+                          f"{positions} ({pre.model_info['name']}); set task.max_length<={positions}")
+    lr = default_lr(cfg, pre)
+    adapter.load(pre, device)
+    model = adapter.build_model(pre.config)
+    model.convbert.load_state_dict(pre.backbone.state_dict())
+    pre.backbone = None  # free the second copy
+    model.to(device)
+
+    t = cfg.tracking
+    tracker = Tracker(run_dir, dataclasses.asdict(cfg), mode=t.get("mode", "disabled"),
+                      project=t.get("project", "convbert"), group=t.get("group"),
+                      name=t.get("name") or f"{adapter.name}-seed{cfg.seed}", job_type="finetune",
+                      tags=[adapter.name, pre.model_info["name"]])
+    from convbert.glue.features import LengthBucketSampler
+
+    sampler = LengthBucketSampler(adapter.train_lengths, tr.batch_size, shuffle=True, seed=cfg.seed,
+                                  pool_batches=tr.bucket_pool_batches)
+
+    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        sampler.set_epoch(epoch)
+        for idx in sampler:
+            yield adapter.collate_train(idx)
+
+    precision = Precision(resolve_precision(tr.precision, device), device)  # one object: one warning, one scaler
+    autocast = precision.autocast
+    total = trainer.epochs * len(sampler) if tr.max_steps is None else min(trainer.epochs * len(sampler), tr.max_steps)
+    last_epoch = math.ceil(total / len(sampler)) - 1
+    evaluated: list[int] = []
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        metrics = adapter.evaluate(model, epoch, epoch == last_epoch, autocast)
+        evaluated.append(epoch)
+        return metrics
+
+    fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
+                 run_dir / "checkpoint", stop, precision)
+    if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
+        with torch.no_grad(), autocast():
+            adapter.evaluate(model, last_epoch, True, autocast)
+    out = adapter.finish(model, run_dir, autocast)
+    o = cfg.optim
+    hparams = {"lr": lr, "batch_size": tr.batch_size, "epochs": trainer.epochs, "max_length": adapter.max_length,
+               **adapter.hparams(), "layer_decay": o.layer_decay, "layer_decay_variant": o.layer_decay_variant,
+               "weight_decay": o.weight_decay, "warmup_fraction": o.warmup_fraction,
+               "bias_correction": o.bias_correction, "precision": precision.kind}
+    result = Result(
+        task=adapter.name, metrics=out.metrics, seed=cfg.seed, model=ModelInfo(**pre.model_info),
+        pretraining=Pretraining(**pre.pretraining) if pre.pretraining else None, steps=fitted.steps,
+        examples_seen=fitted.examples_seen, wall_time_s=round(time.time() - t_start, 3),
+        flops=fitted.train_flops + fitted.eval_flops + out.flops, git_revision=git_revision(),
+        run_dir=str(run_dir), predictions_file=str(out.predictions_file), dev_examples=out.dev_examples,
+        search=cfg.search,
+        extras={**out.extras, "history": fitted.history, "hparams": hparams, "resumed_from_step": fitted.resumed_from,
+                "job": {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset)},
+                "device": str(device), "threads": torch.get_num_threads()},
+    )
+    write_json_atomic(run_dir / "results.json", result.to_json())
+    tracker.summary({f"final/{k}": v for k, v in out.metrics.items() if v is not None and math.isfinite(v)})
+    tracker.finish()
+    if not tr.keep_checkpoint:
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+    return result
