@@ -3,8 +3,8 @@ handful of aten ops where the k-tap loops dispatch ~50 per conv. Counted with a 
 backward, on CPU with the fused forms forced (ops.CPU_TAP_LOOPS = False).
 
 Measured (torch 2.13, small preset widths; compute ops = all aten ops but views, all ops in parentheses):
-tap loops: depthwise 50 (129), lightweight 47 (151), whole layer 210 (537); fused: depthwise 6 (15),
-lightweight 8 (15), whole layer 129 (289). The bounds below leave a little room for other torch versions'
+tap loops: depthwise 50 (129), lightweight 47 (151), whole layer 211 (538); fused: depthwise 6 (15),
+lightweight 8 (15), whole layer 128 (288). The bounds below leave a little room for other torch versions'
 decompositions."""
 
 
