@@ -18,10 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from convbert.config import (
-    ConfigError,
-    ConvBertConfig,
-)
+from convbert.config import ConfigError, ConvBertConfig
 from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, init_name
 from convbert.finetune.fit import fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init

@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convbert.config import (
-    ConvBertConfig,
-)
+from convbert.config import ConvBertConfig
 from convbert.finetune.config import TrainerConfig
 from convbert.train import Precision, Tracker
 from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpoint

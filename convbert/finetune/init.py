@@ -11,10 +11,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from convbert.config import (
-    PRESETS,
-    ConvBertConfig,
-)
+from convbert.config import PRESETS, ConvBertConfig
 from convbert.finetune.config import is_random_init
 from convbert.io import read_json, sha256_prefix
 from convbert.model import ConvBertModel
