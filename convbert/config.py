@@ -69,6 +69,7 @@ class ConvBertConfig:
                                             "num_attention_heads", "intermediate_size", "num_groups",
                                             "max_position_embeddings", "type_vocab_size", "conv_kernel_size"),
                    error=ValueError)
+        check_bools(self, "ConvBertConfig", ("mask_conv_padding",), error=ValueError)
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"ConvBertConfig.attention must be one of {ATTENTION_KINDS}, "
                              f"got {self.attention!r}")
@@ -173,6 +174,16 @@ def check_ints(config: Any, group: str, keys: Iterable[str], low: int | None = 1
     """check_int for each of `keys`, attributes of the config dataclass `config`, named group.key."""
     for key in keys:
         check_int(f"{group}.{key}", getattr(config, key), low, nullable, error)
+
+
+def check_bools(config: Any, group: str, keys: Iterable[str], nullable: bool = False,
+                error: type[Exception] = ConfigError) -> None:
+    """Each of `keys` (attributes of the config dataclass `config`, named group.key) must be true or false (or
+    null where `nullable`). An override like `key=no` arrives as the string 'no', which Python counts as true."""
+    for key in keys:
+        value = getattr(config, key)
+        if not (isinstance(value, bool) or (value is None and nullable)):
+            raise error(f"{group}.{key} must be true or false{' or null' if nullable else ''}, got {value!r}")
 
 
 def dotted_parent(cfg: dict[str, Any], dotted: str, create: bool = False) -> tuple[dict[str, Any] | None, str]:

@@ -1,4 +1,5 @@
-"""The checks every config group shares (convbert/config.py): integer knobs, unknown keys, renamed keys."""
+"""The checks every config group shares (convbert/config.py): integer and yes/no knobs, unknown keys, renamed
+keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import pytest
 
 from convbert.config import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
 from convbert.data import CorpusConfig, DataError
+from convbert.finetune import DataConfig as FinetuneDataConfig
+from convbert.finetune import TrainerConfig as FinetuneTrainerConfig
+from convbert.glue.run import GlueTaskConfig
+from convbert.squad.run import SquadTaskConfig
 from convbert.train.optim import OptimConfig
 
 
@@ -98,4 +103,22 @@ def test_dotted_parent_finds_or_creates_the_group():
 ])
 def test_corpus_and_optim_groups_use_the_shared_integer_check(build, error, message):
     with pytest.raises(error, match=re.escape(message)):
+        build()
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: FinetuneDataConfig(predict_test="no"), "data.predict_test must be true or false, got 'no'"),
+    (lambda: FinetuneDataConfig(max_train_examples=0), "data.max_train_examples must be a positive integer or null"),
+    (lambda: FinetuneDataConfig(max_eval_examples=-3), "data.max_eval_examples must be a positive integer or null"),
+    (lambda: FinetuneTrainerConfig(keep_checkpoint="no"), "trainer.keep_checkpoint must be true or false"),
+    (lambda: GlueTaskConfig(kind="glue", name="mrpc", double_unordered="no"),
+     "task.double_unordered must be true or false or null, got 'no'"),
+    (lambda: SquadTaskConfig(kind="squad", name="squad1", n_best=0), "task.n_best must be a positive integer"),
+    (lambda: SquadTaskConfig(kind="squad", name="squad1", max_answer_length=0), "task.max_answer_length must be"),
+    (lambda: SquadTaskConfig(kind="squad", name="squad1", eval_every_epoch="yes"), "task.eval_every_epoch must be"),
+    (lambda: OptimConfig(warmup_steps=0, bias_correction="false"), "optim.bias_correction must be true or false"),
+])
+def test_yes_no_settings_and_example_caps_are_checked(build, message):
+    # an override like key=no reaches the config as the string 'no', which Python would count as true
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build()

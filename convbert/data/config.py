@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from convbert.config import check_ints
+from convbert.config import check_bools, check_ints
 from convbert.config import from_mapping as _from_mapping
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] must be id 0 (model pad_token_id)
@@ -49,6 +49,7 @@ class CorpusConfig:
         if "/" in self.name or self.name.startswith("."):
             raise DataError(f"corpus.name={self.name!r} must be a plain directory-name prefix")
         check_ints(self, "corpus", ("max_documents", "max_bytes"), nullable=True, error=DataError)
+        check_bools(self, "corpus", ("streaming",), error=DataError)
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         self.paths = [str(p) for p in self.paths]
@@ -76,6 +77,7 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         _check_choice("tokenizer", "kind", self.kind, ("wordpiece", "pretrained"))
         _check_choice("tokenizer", "trainer", self.trainer, ("deterministic", "hf"))
+        check_bools(self, "tokenizer", ("lowercase",), error=DataError)
         if self.kind == "wordpiece" and self.vocab_size <= len(SPECIAL_TOKENS):
             raise DataError(
                 f"tokenizer.vocab_size={self.vocab_size} is too small: it must exceed the "

@@ -13,6 +13,7 @@ from typing import Any
 from convbert.config import (
     ConfigError,
     ConvBertConfig,
+    check_bools,
     check_int,
     check_ints,
     from_mapping,
@@ -36,6 +37,10 @@ class DataConfig:
     max_train_examples: int | None = None  # first N examples (quick runs)
     max_eval_examples: int | None = None  # first N dev examples: scores not comparable with full-dev ones
     predict_test: bool = True  # GLUE: leaderboard files for the test sets
+
+    def __post_init__(self) -> None:
+        check_ints(self, "data", ("max_train_examples", "max_eval_examples"), nullable=True)
+        check_bools(self, "data", ("predict_test",))
 
 
 @dataclass
@@ -71,8 +76,9 @@ class TrainerConfig:
     keep_checkpoint: bool = False  # keep <job dir>/checkpoint/ once the job has finished
 
     def __post_init__(self) -> None:
-        check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every"))
+        check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every", "bucket_pool_batches"))
         check_ints(self, "trainer", ("epochs", "max_steps", "threads"), nullable=True)
+        check_bools(self, "trainer", ("keep_checkpoint",))
         if self.precision not in ("auto", *DTYPES):
             raise ConfigError(f"trainer.precision must be auto or one of {sorted(DTYPES)}, got {self.precision!r}")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbert.config import ConfigError, ConvBertConfig, from_mapping
+from convbert.config import ConfigError, ConvBertConfig, check_bools, from_mapping
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches, run_job
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
 from convbert.glue.features import Features, collate, concat_features, featurize
@@ -36,6 +36,9 @@ class GlueTaskConfig:
     epochs: int | None = None
     max_length: int = 128  # tokens per pair, [CLS]/[SEP] included
     double_unordered: bool | None = None  # also train on (b, a) pairs (MRPC, STS-B)
+
+    def __post_init__(self) -> None:
+        check_bools(self, "task", ("double_unordered",), nullable=True)
 
 
 def batch_multiple(config: ConvBertConfig, max_length: int, device: torch.device) -> int:

@@ -17,6 +17,7 @@ from convbert.config import (
     PRESETS,
     ConfigError,
     ConvBertConfig,
+    check_bools,
     check_int,
     check_ints,
     dotted_parent,
@@ -77,6 +78,7 @@ class TrainerConfig:
                                      "stop_check_every"))
         check_ints(self, "trainer", ("eval_examples", "max_bad_steps"), low=0)
         check_ints(self, "trainer", ("stop_after", "eval_every", "num_threads"), nullable=True)
+        check_bools(self, "trainer", ("progress",))
         if self.device not in DEVICES:
             raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbert.config import ConfigError, ConvBertConfig, from_mapping
+from convbert.config import ConfigError, ConvBertConfig, check_bools, check_ints, from_mapping
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches
 from convbert.model import ConvBertForQuestionAnswering
 from convbert.squad.data import LoadReport, SquadExample, gold_answers, load_squad
@@ -53,6 +53,8 @@ class SquadTaskConfig:
         self.version = str(self.version)
         if self.version not in ("1.1", "2.0"):
             raise ConfigError(f"task.version must be '1.1' or '2.0', got {self.version!r}")
+        check_ints(self, "task", ("n_best", "max_answer_length"))
+        check_bools(self, "task", ("eval_every_epoch", "answerable_classifier"))
 
 
 def collate(feats: SquadFeatures, indices: list[int], pad_id: int, pad_to: int | None = None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convbert.config import ConfigError, check_int
+from convbert.config import ConfigError, check_bools, check_int
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -154,6 +154,7 @@ class OptimConfig:
             raise ConfigError("optim: set exactly one of warmup_steps and warmup_fraction "
                               f"(got {self.warmup_steps!r} and {self.warmup_fraction!r})")
         check_int("optim.warmup_steps", self.warmup_steps, low=0, nullable=True)
+        check_bools(self, "optim", ("bias_correction",))
         if self.warmup_fraction is not None and not 0 <= self.warmup_fraction < 1:
             raise bad("warmup_fraction", "must be in [0, 1)")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
