@@ -90,6 +90,11 @@ def test_bad_input_errors(tmp_path, bench):
     _replace_line(root / "CoLA" / "train.tsv", 2, "gj04\tyes\t\tsentence")
     with pytest.raises(GlueDataError, match=r"CoLA/train.tsv:2: label 'yes'"):
         load_dir_split("cola", "train", root)
+    path = root / "RTE" / "dev.tsv"  # Latin-1 text in a UTF-8 file: named by file and line like the rest
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([*lines[:2], lines[2].replace(b"\t", "caf\u00e9\t".encode("latin-1"), 1), *lines[3:]]))
+    with pytest.raises(GlueDataError, match=r"RTE/dev.tsv:3: not UTF-8 text \(byte 0xe9"):
+        load_dir_split("rte", "validation", root)
 
 
 def test_qqp_tolerates_only_known_malformed_lines(tmp_path, bench):

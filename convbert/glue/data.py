@@ -69,18 +69,16 @@ def read_tsv(path: Path, names: tuple[str, ...] | None = None, lenient: bool = F
     quote characters). `names` is given for header-less files. A row whose column count differs from the
     header is an error naming file:line, or (lenient) is reported with values None so the caller can skip
     and count it."""
-    # newline="\n": split on LF only; a stray CR inside a text field must not break the row
-    # utf-8-sig: MRPC's train/dev headers start with a byte-order mark (copied from the MSR release)
-    with open(path, encoding="utf-8-sig", newline="\n") as f:
-        start = 1
+    with open(path, "rb") as f:  # binary: lines split on LF only (a stray CR inside a text field stays)
+        lines = enumerate(f, 1)
         if names is None:
-            header = f.readline().rstrip("\r\n")
+            _, raw = next(lines, (1, b""))
+            header = _decode(raw, path, 1).rstrip("\r\n")
             if not header:
                 raise GlueDataError(f"{path}: empty file (expected a header line)")
             names = tuple(header.split("\t"))
-            start = 2
-        for lineno, line in enumerate(f, start):
-            line = line.rstrip("\r\n")
+        for lineno, raw in lines:
+            line = _decode(raw, path, lineno).rstrip("\r\n")
             if not line:
                 continue
             values = line.split("\t")
@@ -93,6 +91,16 @@ def read_tsv(path: Path, names: tuple[str, ...] | None = None, lenient: bool = F
                     f"header has {len(names)} ({', '.join(names)})"
                 )
             yield lineno, dict(zip(names, values, strict=True))
+
+
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    """One line as text. utf-8-sig on line 1: MRPC's train/dev headers start with a byte-order mark (copied
+    from the MSR release)."""
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise GlueDataError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                            "GLUE files are UTF-8: convert this one (e.g. with iconv)") from None
 
 
 def load_dir_split(task: GlueTask | str, split: str, glue_dir: str | Path) -> GlueSplit:
