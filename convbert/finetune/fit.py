@@ -24,7 +24,7 @@ from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpo
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import resolve_precision
 from convbert.train.signals import Preempted, StopRequest
-from convbert.train.tracking import drop_metrics_after
+from convbert.train.tracking import keep_metrics_until
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class FitResult:
 def _resume(ckpt_dir: Path | None, parts: dict[str, Any], tracker: Tracker | None) -> FitState | None:
     latest = find_latest(ckpt_dir) if ckpt_dir is not None else None
     if latest is None:
+        if tracker is not None and tracker.enabled:  # rows of an attempt killed before its first checkpoint
+            keep_metrics_until(tracker.run_dir, 0)
         return None
     ck = load_checkpoint(latest)
     for name, obj in parts.items():
@@ -107,7 +109,7 @@ def _resume(ckpt_dir: Path | None, parts: dict[str, Any], tracker: Tracker | Non
     torch.set_rng_state(ck["rng"])
     state = FitState(**ck["fit"])
     if tracker is not None and tracker.enabled:  # steps logged after the checkpoint are logged again
-        drop_metrics_after(tracker.run_dir, state.step)
+        keep_metrics_until(tracker.run_dir, state.step)
     log.info("resuming from %s (step %d, epoch %d, batch %d)", latest, state.step, state.epoch + 1, state.batch)
     return state
 
