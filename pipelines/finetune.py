@@ -16,25 +16,53 @@ import dataclasses
 import logging
 import os
 import statistics
+import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.finetune import FinetuneConfig, JobDone, init_name, record_job, run_job, task_adapter
+from convbert.finetune import (
+    FinetuneConfig,
+    JobDone,
+    SettingsMismatch,
+    init_name,
+    record_job,
+    run_job,
+    task_adapter,
+)
 from convbert.report.collect import load_result
 from convbert.report.schema import Result
 from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
-from convbert.train.lock import DirLockedError
+from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import Preempted
 from pipelines import run_hydra
 
 log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
+
+
+class JobDirCheck(Callback):
+    """A single run's job dir that holds a finished job, or one another live job is running in, is refused
+    before Hydra writes its .hydra/ files there (conf/finetune.yaml hydra.callbacks): the refusal changes
+    nothing. (run_job checks both again under the lock.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        # SystemExit: Hydra turns a callback's exceptions into warnings
+        if (run_dir / "results.json").exists():
+            sys.exit(f"error: {run_dir} already holds the results.json of a finished job; choose another run dir "
+                     "(nothing was changed)")
+        try:
+            DirLock(run_dir, "fine-tuning job").check()
+        except DirLockedError as e:
+            sys.exit(f"error: {e}")
 
 
 def reuse_finished(cfg: FinetuneConfig, run_dir: Path) -> float | None:
@@ -53,10 +81,14 @@ def main_value(result: Result) -> float | None:
 
 
 def run_seed(cfg: FinetuneConfig, run_dir: Path) -> float | None:
-    """One job; failed.json records a failure for the table stage (not a refusal: that dir is another job's)."""
+    """One job; failed.json records a failure for the table stage (not a refusal: that dir is another job's, or
+    this job's under other settings; not a stop: the job continues when rerun)."""
     try:
         result = run_job(cfg, run_dir)
-    except (JobDone, DirLockedError, Preempted):
+    except Preempted as stop:  # a SystemExit: it carries the exit code, not the message
+        print(stop.message, file=sys.stderr, flush=True)
+        raise
+    except (JobDone, DirLockedError, SettingsMismatch):
         raise
     except BaseException as e:
         failure = {"task": cfg.task.get("name"), "seed": cfg.seed, "error": f"{type(e).__name__}: {e}",

@@ -8,7 +8,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -267,7 +269,27 @@ def test_bad_settings_fail_before_training(env, tmp_path):
     with pytest.raises(ConfigError, match="task.max_length=1024 exceeds the model's max_position_embeddings=512"):
         run({**base, "task": dict(kind="glue", name="rte", max_length=1024)}, tmp_path / "long")
     assert not (tmp_path / "long" / "metrics.jsonl").exists()  # nothing was trained
+    # so the same job dir takes the corrected settings (it is not held to the failed attempt's)
+    run({**base, "task": dict(kind="glue", name="rte", max_length=32)}, tmp_path / "long")
+    assert json.loads((tmp_path / "long" / "job.json").read_text())["settings"]["task"]["max_length"] == 32
     with pytest.raises(ValueError, match=r"stsb/test: 6 of 6 predictions are not finite"):
         run({**base, "task": dict(kind="glue", name="stsb", max_length=32), "optim": dict(lr=1e30)},
             tmp_path / "nan")
     assert not (tmp_path / "nan" / "submission").exists() and not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_a_finished_or_busy_job_dir_is_refused_before_hydra_writes_into_it(env, tmp_path):
+    out = tmp_path / "run"
+    (out / ".hydra").mkdir(parents=True)
+    (out / ".hydra" / "overrides.yaml").write_text("- the finished job's own\n")
+    (out / "results.json").write_text("{}")
+    args = ["task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, f"hydra.run.dir={out}"]
+    done = finetune(*args)
+    assert done.returncode != 0 and "already holds the results.json of a finished job" in done.stderr
+    assert (out / ".hydra" / "overrides.yaml").read_text() == "- the finished job's own\n"  # nothing changed
+    (out / "results.json").unlink()
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now",
+                                            "proc_start": None}))  # this test process: a live job
+    busy = finetune(*args)
+    assert busy.returncode != 0 and f"in use by another fine-tuning job: pid {os.getpid()}" in busy.stderr
+    assert (out / ".hydra" / "overrides.yaml").read_text() == "- the finished job's own\n"

@@ -69,6 +69,7 @@ def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results
     # SIGTERM: finishes its step, checkpoints mid-epoch, exits "preempted" (no failure recorded)
     assert rc == PREEMPTED_EXIT_CODE, err[-3000:]
     assert "SIGTERM received" in err and not (run_dir / "failed.json").exists()
+    assert "(checkpointed); rerun the same command" in err  # what to do next
     (ckpt,) = (run_dir / "checkpoint").iterdir()
     assert int(ckpt.stem.split("_")[1]) % STEPS_PER_EPOCH != 0  # mid-epoch
     # resumed, then kill -9 in epoch 2: back to the epoch-1 checkpoint, with a lock whose owner is gone
@@ -94,8 +95,7 @@ def test_sigterm_then_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_results
 
 
 def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
-    from convbert.config import ConfigError
-    from convbert.finetune import FinetuneConfig, JobDone, run_job
+    from convbert.finetune import FinetuneConfig, JobDone, SettingsMismatch, record_job, run_job
     from convbert.train.lock import DirLock, DirLockedError
 
     cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
@@ -106,11 +106,26 @@ def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
     with DirLock(run_dir, "fine-tuning job"), pytest.raises(DirLockedError, match=refused):
         run_entry("finetune", *overrides(env), run_dir=run_dir)
     assert not (run_dir / "failed.json").exists()  # the refusal leaves the live job's dir alone
-    (run_dir / "job.json").write_text(json.dumps(
-        {"init": cfg["init"], "init_name": "pretrain", "task": "rte", "seed": 1,
-         "settings": FinetuneConfig.from_dict({**cfg, "optim": {"lr": 1e-4}}).settings()}))
-    with pytest.raises(ConfigError, match=r"other settings \(settings.optim.lr: 0.0001 -> None"):
+    # an attempt that failed before training: a rerun's settings replace its own
+    record_job(run_dir, FinetuneConfig.from_dict({**cfg, "optim": {"lr": 1e-4}}))
+    record_job(run_dir, FinetuneConfig.from_dict({**cfg, "optim": {"lr": 2e-4}}))
+    assert json.loads((run_dir / "job.json").read_text())["settings"]["optim"]["lr"] == 2e-4
+    # once a checkpoint holds trained state, only the same settings may continue it
+    (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "step_00000003.pt").write_bytes(b"")
+    with pytest.raises(SettingsMismatch, match=r"other settings \(settings.optim.lr: 0.0002 -> None"):
         run_job(FinetuneConfig.from_dict(cfg), run_dir)
     (run_dir / "results.json").write_text("{}")
     with pytest.raises(JobDone, match="already holds the results.json"):
         run_job(FinetuneConfig.from_dict(cfg), run_dir)
+
+
+def test_a_fresh_start_drops_the_rows_of_an_attempt_killed_before_its_first_checkpoint(tmp_path):
+    from convbert.finetune.fit import _resume
+    from convbert.train import Tracker, read_metrics
+
+    tracker = Tracker(tmp_path, {}, mode="disabled")
+    for step in (10, 20):
+        tracker.log({"loss": 1.0}, step)
+    assert _resume(tmp_path / "checkpoint", {}, tracker) is None  # no checkpoint: the job starts at step 0
+    assert read_metrics(tmp_path) == []  # so the rerun's steps 10 and 20 are not logged twice

@@ -24,6 +24,7 @@ from convbert.finetune.fit import fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
 from convbert.report.schema import ModelInfo, Pretraining, Result
 from convbert.train import Precision, Tracker, git_revision, init_distributed
+from convbert.train.checkpoint import find_latest
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.precision import resolve_precision
@@ -82,15 +83,24 @@ def default_lr(cfg: FinetuneConfig, pre: Pretrained) -> float:
     return DEFAULT_LR[preset]
 
 
+class SettingsMismatch(ConfigError):
+    """The job dir holds a job (trained state, or results) with other settings."""
+
+
 def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
-    """job.json: init, task, seed and settings; a rerun in the same dir must have the same settings."""
+    """job.json: init, task, seed and settings. Once the dir holds trained state (a checkpoint, or the results
+    of a finished job), a rerun must have the same settings; until then a rerun's settings replace those of an
+    attempt that failed before training (a wrong data.dir, a too long task.max_length)."""
     path = run_dir / "job.json"
     record = {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset), "task": cfg.task["name"],
               "seed": cfg.seed, "settings": cfg.settings()}
+    if not (run_dir / "results.json").exists() and find_latest(run_dir / "checkpoint") is None:
+        write_json_atomic(path, record)
+        return
     diff = recorded_changes(path, record)
     if diff:
-        raise ConfigError(f"{run_dir} holds a job with other settings ({diff}); use another run dir, or delete "
-                          f"it to start over")
+        raise SettingsMismatch(f"{run_dir} holds a job with other settings ({diff}); rerun with its settings to "
+                               f"continue it, use another run dir, or delete it to start over")
 
 
 def run_job(cfg: FinetuneConfig, run_dir: str | Path) -> Result:

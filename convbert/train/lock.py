@@ -83,18 +83,28 @@ class DirLock:
                 time.sleep(1.0)
                 owner = self.owner()
                 pid, host = owner.get("pid"), owner.get("host")
-        if owner and host == socket.gethostname() and isinstance(pid, int) and _alive(pid, owner.get("proc_start")):
+        if owner:
+            self._refuse_if_held(owner)
+        warnings.warn(f"taking over the lock {self.path} of a {self.what} that is gone "
+                      f"(pid {pid}, host {host}, started {owner.get('started')})", stacklevel=3)
+        self.path.unlink(missing_ok=True)
+
+    def check(self) -> None:
+        """Raise DirLockedError when another job holds the directory (as acquire would); changes nothing."""
+        if self.path.exists() and (owner := self.owner()):
+            self._refuse_if_held(owner)
+
+    def _refuse_if_held(self, owner: dict) -> None:
+        pid, host = owner.get("pid"), owner.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and _alive(pid, owner.get("proc_start")):
             raise DirLockedError(
                 f"{self.directory} is in use by another {self.what}: pid {pid} on {host}, started "
                 f"{owner.get('started')}. Wait for it to end or stop it; to run beside it, use another name.")
-        if owner and host != socket.gethostname():
+        if host != socket.gethostname():
             raise DirLockedError(
                 f"{self.directory} is locked by a {self.what} on host {host} (pid {pid}, started "
                 f"{owner.get('started')}), which cannot be checked from {socket.gethostname()}. If that job has "
                 f"ended (e.g. its node died), remove {self.path} and rerun.")
-        warnings.warn(f"taking over the lock {self.path} of a {self.what} that is gone "
-                      f"(pid {pid}, host {host}, started {owner.get('started')})", stacklevel=3)
-        self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held and self.owner().get("pid") == os.getpid():
