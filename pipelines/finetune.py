@@ -31,6 +31,7 @@ from convbert.finetune import (
     FinetuneConfig,
     JobDone,
     SettingsMismatch,
+    finished_job,
     init_name,
     record_job,
     run_job,
@@ -56,9 +57,8 @@ class JobDirCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
         # SystemExit: Hydra turns a callback's exceptions into warnings
-        if (run_dir / "results.json").exists():
-            sys.exit(f"error: {run_dir} already holds the results.json of a finished job; choose another run dir "
-                     "(nothing was changed)")
+        if why := finished_job(run_dir):
+            sys.exit(f"error: {why}")
         try:
             DirLock(run_dir, "fine-tuning job").check()
         except DirLockedError as e:

@@ -118,6 +118,9 @@ def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
     (run_dir / "results.json").write_text("{}")
     with pytest.raises(JobDone, match="already holds the results.json"):
         run_job(FinetuneConfig.from_dict(cfg), run_dir)
+    (run_dir / "results.json").write_text('{"task": "rte", "metr')  # torn: the message says so
+    with pytest.raises(JobDone, match=r"whose results.json is damaged \(.*invalid JSON at line 1"):
+        run_job(FinetuneConfig.from_dict(cfg), run_dir)
 
 
 def test_a_fresh_start_drops_the_rows_of_an_attempt_killed_before_its_first_checkpoint(tmp_path):

@@ -22,6 +22,7 @@ from convbert.config import ConfigError, ConvBertConfig
 from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, init_name
 from convbert.finetune.fit import fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
+from convbert.io import read_json
 from convbert.report.schema import ModelInfo, Pretraining, Result
 from convbert.train import Precision, Tracker, git_revision, init_distributed
 from convbert.train.checkpoint import find_latest
@@ -103,14 +104,25 @@ def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
                                f"continue it, use another run dir, or delete it to start over")
 
 
+def finished_job(run_dir: Path) -> str | None:
+    """Why run_dir cannot take a job because a finished job is there (its results.json), or None."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    try:
+        read_json(path)
+    except ValueError as e:
+        return f"{run_dir} holds a finished job whose results.json is damaged ({e}); delete it to run the job again"
+    return f"{run_dir} already holds the results.json of a finished job; choose another run dir (nothing was changed)"
+
+
 def run_job(cfg: FinetuneConfig, run_dir: str | Path) -> Result:
     """One fine-tuning job in run_dir: resumes what a killed/stopped job left there; refuses a finished dir
     and a dir another live job holds."""
     run_dir = Path(run_dir).resolve()
     with DirLock(run_dir, "fine-tuning job"):
-        if (run_dir / "results.json").exists():  # e.g. two runs started in the same second, or a reused dir
-            raise JobDone(f"{run_dir} already holds the results.json of a finished job; choose another run dir "
-                          f"(nothing was changed)")
+        if why := finished_job(run_dir):  # e.g. two runs started in the same second, or a reused dir
+            raise JobDone(why)
         with StopRequest() as stop:
             return _run(cfg, run_dir, stop)
 
