@@ -1,8 +1,10 @@
 """SQuAD scoring against hand-computed cases (normalisation, EM/F1, v2 unanswerable, threshold sweep)."""
 
 import json
+import sys
 
 import pytest
+from conftest import run_process
 from squad_fixtures import FIXTURES, REAL_DEV
 
 from convbert.squad.data import gold_answers, load_squad_json
@@ -100,6 +102,38 @@ def test_best_threshold_respects_ties_and_all_null():
     assert score == pytest.approx(50.0) and thresh == -1.0  # below every odds value
     score, thresh = best_threshold({"x": 1.0, "y": 0.0}, {"x": "a", "y": "foo"}, {"x": 0.0, "y": 0.5}, has)
     assert score == pytest.approx(100.0) and thresh == 0.0
+
+
+def test_v2_missing_predictions_score_zero_under_a_threshold_and_in_the_sweep():
+    gold = {"a": ["Paris"], "b": [], "c": [], "d": ["London"]}
+    preds = {"a": "Paris", "d": "Rome"}  # b and c (unanswerable) have no prediction: 0, like everywhere else
+    out = score_squad_v2(gold, preds, {"a": -1.0, "d": 0.5})
+    assert out["exact"] == out["best_exact"] == 25.0 and out["missing"] == 2
+    out = score_squad_v2(gold, preds, {"a": -1.0, "b": 3.0, "c": 3.0, "d": 0.5}, null_threshold=0.0)
+    assert out["exact"] == 25.0 and out["NoAns_exact"] == 0.0
+
+
+def test_v2_non_finite_null_odds_are_refused(tmp_path):
+    # NaN cannot be ordered against a threshold: the best score would depend on the order of the questions
+    with pytest.raises(ValueError, match=r"null_odds: 1 no-answer odds are not finite \(e.g. id 'a': nan\)"):
+        score_squad_v2({"b": ["w"], "a": []}, {"a": "bad", "b": "w"}, {"a": float("nan"), "b": 0.0})
+    data = FIXTURES / "dev-v2.0.json"
+    gold = gold_answers(load_squad_json(data)[0])
+    (tmp_path / "p.json").write_text(json.dumps({q: "" for q in gold}))
+    (tmp_path / "o.json").write_text("{" + ", ".join(f'"{q}": NaN' for q in gold) + "}")  # json accepts NaN
+    with pytest.raises(ValueError, match=r"o\.json: \d+ no-answer odds are not finite"):
+        main([str(data), str(tmp_path / "p.json"), "--null-odds", str(tmp_path / "o.json")])
+    with pytest.raises(SystemExit):  # a threshold without the odds it is compared with
+        main([str(data), str(tmp_path / "p.json"), "--threshold", "0.5"])
+
+
+def test_cli_runs_as_a_module_without_warnings(tmp_path):
+    data = FIXTURES / "dev-v1.1.json"
+    gold = gold_answers(load_squad_json(data)[0])
+    (tmp_path / "p.json").write_text(json.dumps({q: a[0] for q, a in gold.items()}))
+    proc = run_process([sys.executable, "-W", "error", "-m", "convbert.squad.scoring", str(data),
+                        str(tmp_path / "p.json")])
+    assert proc.returncode == 0 and json.loads(proc.stdout)["exact"] == 100.0, proc.stderr
 
 
 def test_cli_on_fixture(tmp_path, capsys):

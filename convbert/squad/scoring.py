@@ -109,17 +109,17 @@ def best_threshold(
     1 unless its prediction is empty. Cuts are only taken between distinct odds, since a threshold
     cannot separate equal odds. When answering nothing is best the threshold is min(odds) - 1.
     """
-    qids = [q for q in scores if q in null_odds]
     if not scores:
         return 0.0, 0.0
-    current = sum(1.0 for q in scores if not has_answer[q])
+    qids = [q for q in scores if q in null_odds and q in preds]  # a question without a prediction stays 0
+    current = sum(1.0 for q in scores if not has_answer[q] and q in preds)
     ordered = sorted(qids, key=lambda q: null_odds[q])
     best = current
     best_thresh = (null_odds[ordered[0]] - 1.0) if ordered else 0.0
     for i, q in enumerate(ordered):
         if has_answer[q]:
             current += scores[q]
-        elif preds.get(q, ""):
+        elif preds[q]:
             current -= 1.0
         last_of_tie = i + 1 == len(ordered) or null_odds[ordered[i + 1]] != null_odds[q]
         if last_of_tie and current > best:
@@ -140,12 +140,14 @@ def score_squad_v2(
     thresholds come from sweeping the threshold over `preds` (pass the best non-null span per question
     to sweep over the whole range).
     """
+    if null_odds is not None:
+        _check_finite(null_odds, "null_odds")
     em_raw, f1_raw, missing = raw_scores(gold, preds, "2.0")
     has_answer = {q: bool(_gold_list(a, "2.0")[0]) for q, a in gold.items()}
     em, f1 = dict(em_raw), dict(f1_raw)
     if null_odds is not None and null_threshold is not None:
         for q in gold:
-            if q in null_odds and null_odds[q] > null_threshold:
+            if q in preds and q in null_odds and null_odds[q] > null_threshold:
                 em[q] = f1[q] = float(not has_answer[q])
     qids = list(gold)
     has = [q for q in qids if has_answer[q]]
@@ -160,6 +162,14 @@ def score_squad_v2(
         out["best_exact"], out["best_exact_thresh"] = best_threshold(em_raw, preds, null_odds, has_answer)
         out["best_f1"], out["best_f1_thresh"] = best_threshold(f1_raw, preds, null_odds, has_answer)
     return out
+
+
+def _check_finite(null_odds: Mapping[str, float], source: str) -> None:
+    """NaN or infinite odds cannot be ordered against a threshold: refused, naming an example."""
+    bad = [q for q, v in null_odds.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{source}: {len(bad)} no-answer odds are not finite (e.g. id {bad[0]!r}: "
+                         f"{null_odds[bad[0]]!r})")
 
 
 def gold_from_squad_json(data: Mapping) -> tuple[dict[str, list[str]], str]:
@@ -200,6 +210,8 @@ def check_predictions(preds: object, gold: Mapping[str, Sequence[str]], source: 
     if preds and len(foreign) == len(preds) or not preds and gold:
         raise ValueError(f"{source}: none of its {len(preds)} ids are questions of the dataset ({len(gold)} "
                          f"questions, e.g. {_examples(list(gold))}); is it the predictions file of another dataset?")
+    if numbers:
+        _check_finite(preds, source)
     missing = [q for q in gold if q not in preds]
     return {q: v for q, v in preds.items() if q in gold}, foreign, missing
 
@@ -216,7 +228,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     for what, ids in (("not questions of " + args.data_file, foreign), ("missing (scored 0)", missing)):
         if ids:
             print(f"{args.pred_file}: {len(ids)} id(s) {what}: {_examples(ids)}", file=sys.stderr)
+    if args.threshold is not None and not args.null_odds:
+        p.error("--threshold needs --null-odds (the odds it is compared with)")
     if version == "1.1":
+        if args.null_odds:
+            print(f"{args.data_file} is SQuAD 1.1 (every question has an answer): --null-odds is not used",
+                  file=sys.stderr)
         out = score_squad_v1(gold, preds)
     else:
         odds = None
