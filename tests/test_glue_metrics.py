@@ -65,6 +65,7 @@ def test_edge_cases_are_quiet_and_documented(recwarn):
     """Constant, single-example and non-finite inputs: NaN correlations and 0 MCC/F1, without warnings."""
     y = np.array([0, 1, 1, 0])
     assert matthews_corrcoef(np.zeros(4, int), y) == 0.0 and f1(np.zeros(4, int), y) == 0.0
+    assert matthews_corrcoef(np.ones(3, int), np.ones(3, int)) == 0.0  # everything one class
     for x, z in [(np.ones(4), np.arange(4.0)), (np.arange(4.0), np.full(4, 2.5)), ([1.0], [2.0]),
                  (np.array([0.5, np.inf, 2.0, 1.0]), np.arange(4.0)), (np.array([0.5, np.nan, 2, 1]), np.arange(4.0))]:
         assert np.isnan(pearson(x, z)) and np.isnan(spearman(x, z))

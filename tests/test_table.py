@@ -21,6 +21,7 @@ from convbert.report import (
     compare,
     load_references,
     load_result,
+    scan,
     to_markdown,
     write_outputs,
 )
@@ -207,6 +208,12 @@ def test_validation_names_the_key(tmp_path, change, message):
     with pytest.raises(ReportError, match=message) as err:
         load_result(path)
     assert str(path) in str(err.value)
+
+
+def test_an_untrained_squad_run_is_not_mistaken_for_fractions(tmp_path):
+    # EM 0 and F1 0.83 are percent from a random-init model, not fractions of a trained one
+    result = load_result(write(tmp_path, record("squad1", 1, metrics={"exact": 0.0, "f1": 0.83}), sub="run"))
+    assert result.metrics == {"exact": 0.0, "f1": 0.83}
 
 
 def test_empty_or_missing_dir(tmp_path):
@@ -399,3 +406,12 @@ def test_same_name_ids_sharing_a_prefix_stay_distinct(tmp_path):
     write_model(tmp_path, tasks=["rte"], seeds=(1,), checkpoint="0123456789cd")
     labels = sorted(r.label for r in aggregate(collect([tmp_path])).models)
     assert labels == ["convbert-small [checkpoint_id=0123456789ab]", "convbert-small [checkpoint_id=0123456789cd]"]
+
+
+def test_a_looping_results_symlink_is_reported_not_fatal(tmp_path):
+    write(tmp_path, record("rte", 1), sub="good")
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "results.json").symlink_to("results.json")  # points at itself
+    results, errors, _ = scan([tmp_path])
+    assert [r.task for r in results] == ["rte"]
+    assert len(errors) == 1 and "loop/results.json: cannot read" in errors[0]

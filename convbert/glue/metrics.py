@@ -51,8 +51,9 @@ def matthews_corrcoef(preds, labels) -> float:
     from sklearn.metrics import matthews_corrcoef as mcc
 
     preds, labels = _check(preds, labels)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # sklearn warns on the undefined cases it returns 0 for
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "A single label was found": all one class
         return float(mcc(labels, preds))
 
 

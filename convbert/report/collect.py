@@ -35,8 +35,17 @@ def _find(dirs: Iterable[str | Path]) -> dict[str, list[Path]]:
             subdirs[:] = [s for s in subdirs if s not in _SKIP_DIRS]
             for name, paths in found.items():
                 if name in files:
-                    paths.add((Path(here) / name).resolve())
+                    paths.add(_resolved(Path(here) / name))
     return {name: sorted(paths) for name, paths in found.items()}
+
+
+def _resolved(path: Path) -> Path:
+    """The real path (one entry per file reached through symlinked dirs); a broken or looping link stays as
+    it is, to be reported as unreadable with the other bad files."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return path
 
 
 def _error_of(failed: Path) -> str:
