@@ -51,6 +51,17 @@ def test_unreadable_newest_falls_back_and_none_readable_names_each(tmp_path: Pat
     assert load_latest(tmp_path / "none") is None
 
 
+def test_a_run_resumed_past_an_unreadable_newer_checkpoint_keeps_its_own(tmp_path: Path) -> None:
+    for step in (15, 20):
+        save_checkpoint(tmp_path, step, state(float(step)), keep_last=2)
+    (tmp_path / "step_00000020.pt").write_bytes(b"torn")  # resuming skips it and goes on from step 15
+    for step in (16, 17):  # keep_last=1: each new checkpoint replaces the one before it, not itself
+        save_checkpoint(tmp_path, step, state(float(step)), keep_last=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000017.pt", "step_00000020.pt"]
+    with pytest.warns(UserWarning, match="skipping checkpoint"):
+        assert load_latest(tmp_path)[1]["step"] == 17
+
+
 def test_metrics_keep_rows_to_the_resume_step_and_drop_a_torn_line(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(f'{{"step": {s}, "loss": 1.0}}\n' for s in range(1, 6)) + '{"step": 6, "lo')

@@ -44,7 +44,7 @@ def checkpoint_step(path: str | Path) -> int:
 def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, keep_last: int = 2) -> Path:
     """Write to a temporary file, fsync, then rename: a crash never leaves a half-written step_*.pt, and a
     failed write (no space, no permission) removes its temporary file and raises CheckpointError naming
-    the path. Older checkpoints beyond keep_last are removed only after the new one is in place."""
+    the path. Earlier checkpoints beyond keep_last are removed only after the new one is in place."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step_{step:08d}.pt"
@@ -65,7 +65,10 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, keep_last: int
             raise CheckpointError(f"could not write the checkpoint {path}: {e}; the previous checkpoints are "
                                   "intact") from e
         raise
-    for old in list_checkpoints(d)[:-keep_last] if keep_last > 0 else []:
+    # keep_last counts this checkpoint and the ones before it. A later step here is one that resuming skipped
+    # as unreadable: it is neither counted nor deleted (counting it once deleted the only good checkpoints)
+    older = [p for p in list_checkpoints(d) if checkpoint_step(p) < step]
+    for old in older[:max(0, len(older) - keep_last + 1)] if keep_last > 0 else []:
         old.unlink()
     return path
 
