@@ -23,14 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from convbert.pretrain import Preempted, run
 from convbert.train.dist import launch_env
+from convbert.train.lock import DirLock, DirLockedError
 from pipelines import run_hydra
 
 
 class RunDirCheck(Callback):
-    """Names an unwritable run dir before Hydra tries to create it (conf/pretrain.yaml hydra.callbacks)."""
+    """Names an unwritable run dir before Hydra tries to create it, and refuses one that another live run
+    holds before Hydra rewrites that run's .hydra/ files (conf/pretrain.yaml hydra.callbacks)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_creatable(Path(config.hydra.run.dir))
+        run_dir = Path(config.hydra.run.dir)
+        _check_creatable(run_dir)
+        if launch_env()[0] == 0:  # the other ranks of this run wait for rank 0, which takes the lock
+            try:
+                DirLock(run_dir, "pretraining run").check()
+            except DirLockedError as e:
+                sys.exit(f"error: {e}")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_creatable(Path(config.hydra.sweep.dir))

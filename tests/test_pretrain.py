@@ -333,6 +333,16 @@ def test_sweep_jobs_get_their_own_run_dirs(tmp_path, data_dir):
     assert [json.loads((p / "config.json").read_text())["optim"]["lr"] for p in jobs] == [1e-3, 3e-4]
 
 
+def test_a_busy_run_dir_is_refused_before_hydra_rewrites_its_config(tmp_path, data_dir):
+    run = tmp_path / "busy"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- the live run's own\n")
+    with DirLock(run, "pretraining run"):  # this test process: a live run
+        proc = pretrain(run, data_dir, "optim.lr=0.5", check=False)
+    assert proc.returncode == 1 and f"in use by another pretraining run: pid {os.getpid()}" in proc.stderr
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- the live run's own\n"
+
+
 def test_run_dir_that_cannot_be_created_is_named_before_hydra_fails(tmp_path, data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("x")
