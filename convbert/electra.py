@@ -37,6 +37,9 @@ class ElectraObjective:
                 raise ValueError(f"objective.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"objective.temperature must be positive, got {self.temperature}")
+        size = self.generator_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not 0 < size <= 1):
+            raise ValueError(f"objective.generator_size must be in (0, 1] or null, got {size!r}")
 
 
 def example_seeds(seed: int, step: int, first: int, count: int) -> list[int]:

@@ -56,6 +56,9 @@ def test_unknown_keys_added_with_plus_fail_naming_the_key_and_valid_keys(overrid
     ("seed=1.5", "seed must be an integer"), ("optim.lr=-1", "optim.lr"), ("trainer.precision=fp8", "precision"),
     ("tracking.mode=loud", "tracking.mode"), ("max_seq_length=1024", "max_position_embeddings"),
     ("resume=yes", "resume must be one of"), ("model.head_ratio=0", "head_ratio"), ("heldout_fraction=1", "heldout"),
+    ("objective.generator_size=5", r"objective.generator_size must be in \(0, 1\]"),
+    ("objective.generator_size=0.01", "objective.generator_size=0.01: "),  # too narrow for the model's heads
+    ("trainer.progress=no", "trainer.progress must be true or false"),
 ])
 def test_cheap_checks_come_before_any_data_work(override, message):
     with pytest.raises(ConfigError, match=message):

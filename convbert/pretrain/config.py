@@ -217,6 +217,11 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     if optim.layer_decay is not None:
         raise ConfigError("optim.layer_decay is for fine-tuning; set it to null for pretraining")
     model = ModelConfig.parse(cfg["model"])
+    try:  # the generator is sized from the model: checked now, not after tokenizing the corpus
+        model.build(vocab_size=model.fields.get("vocab_size") or 1 + model.fields.get("pad_token_id", 0)
+                    ).generator_config(objective.generator_size)
+    except ValueError as e:
+        raise ConfigError(f"objective.generator_size={objective.generator_size}: {e}") from e
     max_seq_length = cfg.get("max_seq_length", 128)
     check_int("max_seq_length", max_seq_length, low=5)
     if max_seq_length > model.fields["max_position_embeddings"]:
