@@ -282,7 +282,36 @@ def test_bad_config_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         prepare(PYDOCS, {"kind": "pretrained"}, data_dir=tmp_path)
     with pytest.raises(DataError, match="could not be fetched from the hub"):
         prepare(PYDOCS, {"kind": "pretrained", "path": "no-such-org/no-such-tokenizer"}, data_dir=tmp_path)
+    with pytest.raises(DataError, match="corpus.encoding='utf8x' is not an encoding Python knows"):
+        prepare({**PYDOCS, "encoding": "utf8x"}, WORDPIECE, data_dir=tmp_path)
+    for key, value in (("vocab_size", "abc"), ("limit_alphabet", 0), ("max_train_bytes", 0)):
+        # 0s used to build shards that were mostly [UNK]
+        with pytest.raises(DataError, match=f"tokenizer.{key} must be a positive integer"):
+            prepare(PYDOCS, {**WORDPIECE, key: value}, data_dir=tmp_path)
     assert_nothing_left(tmp_path)
+
+
+def test_corrupt_gzip_and_a_full_disk_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from convbert.data import shards
+
+    packed = bytearray(gzip.compress(b"".join(b"line %d of some text\n" % i for i in range(2000))))
+    packed[30:60] = bytes(30)  # damaged inside the deflate stream, not just cut short
+    bad = write(tmp_path / "bad.txt.gz", bytes(packed))
+    data = tmp_path / "data"
+    with pytest.raises(DataError, match=r"bad.txt.gz: cannot read \(Error -3 while decompressing"):
+        prepare(text_corpus(bad), {"vocab_size": 100, "min_frequency": 1}, data_dir=data, progress=False)
+    assert_nothing_left(data)
+
+    def full(self, f, name, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shards._ShardWriter, "_write", full)  # the disk fills up while shards are written
+    f = write(tmp_path / "ok.txt", "Some text.\nMore text.\n")
+    with pytest.raises(DataError, match=r"No space left on device while building .*/mine-.*partial build was removed"):
+        prepare(text_corpus(f), {"vocab_size": 100, "min_frequency": 1}, data_dir=data, progress=False)
+    assert_nothing_left(data)
 
 
 def test_compatibility_checks(built: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,6 +51,10 @@ class CorpusConfig:
             raise DataError(f"corpus.name={self.name!r} must be a plain directory-name prefix")
         check_ints(self, "corpus", ("max_documents", "max_bytes"), nullable=True, error=DataError)
         check_bools(self, "corpus", ("streaming",), error=DataError)
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError):
+            raise DataError(f"corpus.encoding={self.encoding!r} is not an encoding Python knows") from None
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         self.paths = [str(p) for p in self.paths]
@@ -78,6 +83,8 @@ class TokenizerConfig:
         _check_choice("tokenizer", "kind", self.kind, ("wordpiece", "pretrained"))
         _check_choice("tokenizer", "trainer", self.trainer, ("deterministic", "hf"))
         check_bools(self, "tokenizer", ("lowercase",), error=DataError)
+        check_ints(self, "tokenizer", ("vocab_size", "min_frequency", "limit_alphabet"), error=DataError)
+        check_ints(self, "tokenizer", ("max_train_bytes",), nullable=True, error=DataError)
         if self.kind == "wordpiece" and self.vocab_size <= len(SPECIAL_TOKENS):
             raise DataError(
                 f"tokenizer.vocab_size={self.vocab_size} is too small: it must exceed the "

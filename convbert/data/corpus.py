@@ -17,6 +17,7 @@ import platform
 import sys
 import sysconfig
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,7 @@ def _read_lines(path: Path, encoding: str, on_error: str) -> Iterator[str]:
                     line = line.lstrip("\ufeff")
                 for part in line.rstrip("\r\n").split("\r"):  # old Mac files end lines with CR alone
                     yield part.strip()
-    except (OSError, EOFError) as e:  # unreadable file, truncated or corrupt gzip
+    except (OSError, EOFError, zlib.error) as e:  # unreadable file, truncated or corrupt gzip
         raise DataError(f"{path}: cannot read ({e})") from e
 
 
@@ -238,9 +239,9 @@ def _read_wide_lines(path: Path, opener: Any, encoding: str) -> Iterator[str]:
         with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding=encoding) as f:
             for lineno, line in enumerate(f, 1):  # universal newlines; the BOM is consumed by the codec
                 yield line.strip()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} line {lineno + 1}: cannot decode as {encoding} ({e.reason})") from None
-    except (OSError, EOFError) as e:
+    except UnicodeDecodeError as e:  # the codec decodes ahead in chunks: the exact line is not known
+        raise DataError(f"{path}: cannot decode as {encoding} after line {lineno} ({e.reason})") from None
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e})") from e
 
 

@@ -9,6 +9,7 @@ Directory layout (everything described by manifest.json, which is written last):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import multiprocessing as mp
@@ -74,8 +75,11 @@ def prepare(
             if not (final / "manifest.json").exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # a concurrent build of the same config won
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"{os.strerror(e.errno)} while building {final}; the partial build was removed. Free "
+                            "some space in that data dir (or choose another one) and rerun") from e
         raise
     return final
 

@@ -58,9 +58,9 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, keep_last: int
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         err = e if isinstance(e, OSError) else getattr(e, "__cause__", None) or getattr(e, "__context__", None)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise CheckpointError(f"no space left on device writing {path}; the previous checkpoints are intact. "
-                                  "Free some space and rerun the same command to resume.") from e
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointError(f"{os.strerror(err.errno).lower()} writing {path}; the previous checkpoints are "
+                                  "intact. Free some space and rerun the same command to resume.") from e
         if isinstance(e, OSError | RuntimeError):  # torch reports a failed write as RuntimeError
             raise CheckpointError(f"could not write the checkpoint {path}: {e}; the previous checkpoints are "
                                   "intact") from e
