@@ -251,6 +251,11 @@ def test_resume_refuses_other_settings_and_follows_a_longer_schedule(tmp_path, d
     assert [r["step"] for r in logged] == list(range(1, 9))
     base = json.loads((run / "config.json").read_text())["optim"]["lr"]
     assert logged[2]["lr"] == pytest.approx(base * (1 - 2 / 8))  # step 3 follows the new schedule, not the old
+    # the data prepared now has another vocabulary (a corpus file changed): token ids would change meaning
+    own = (run / "vocab.txt").read_text().split("\n")
+    (run / "vocab.txt").write_text("\n".join([own[0], own[6], *own[1:6], *own[7:]]))
+    with pytest.raises(ConfigError, match=f"trained with the vocabulary in {run / 'vocab.txt'}, but the data"):
+        train(run, data_dir, "trainer.max_steps=10")
     (run / "config.json").unlink()
     with pytest.raises(ConfigError, match="holds checkpoints but no config.json"):
         train(run, data_dir, "trainer.max_steps=8")

@@ -107,6 +107,18 @@ def check_run_dir(c: PretrainConfig, run_dir: Path) -> None:
     check_resume_config(read_json(config_file, error=ConfigError), c.raw, run_dir)
 
 
+def check_same_vocabulary(run_dir: Path, data_path: Path) -> None:
+    """A run with checkpoints keeps its vocabulary, so that token ids mean what they meant in training. A
+    changed corpus file gets a new data dir (its fingerprint changed), whose vocabulary may differ."""
+    own = run_dir / "vocab.txt"
+    if not list_checkpoints(run_dir / "checkpoints") or not own.is_file():
+        return
+    if own.read_bytes() != (data_path / "vocab.txt").read_bytes():
+        raise ConfigError(f"{run_dir} was trained with the vocabulary in {own}, but the data prepared now "
+                          f"({data_path}) has another one: the corpus or tokenizer inputs changed since the run "
+                          "started. Resume with the original inputs, or start a new run with name=<new name>.")
+
+
 # ---------------------------------------------------------------------------------------- setup
 def prepare_data(c: PretrainConfig, info: DistInfo) -> Path:
     """Rank 0 builds the shards if missing; the other ranks wait for the finished dir to appear (polling the
@@ -379,6 +391,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 
 def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int, stop: StopRequest,
          stack: contextlib.ExitStack) -> dict[str, Any]:
+    check_same_vocabulary(run_dir, data_path)
     tokenizer = load_shards_tokenizer(data_path)
     config = c.model.build(tokenizer.get_vocab_size())
     check_compatible(data_path, config.vocab_size)
