@@ -256,6 +256,9 @@ def test_resume_refuses_other_settings_and_follows_a_longer_schedule(tmp_path, d
     (run / "vocab.txt").write_text("\n".join([own[0], own[6], *own[1:6], *own[7:]]))
     with pytest.raises(ConfigError, match=f"trained with the vocabulary in {run / 'vocab.txt'}, but the data"):
         train(run, data_dir, "trainer.max_steps=10")
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="config.json: expected the run's settings as a JSON object, got list"):
+        train(run, data_dir, "trainer.max_steps=8")
     (run / "config.json").unlink()
     with pytest.raises(ConfigError, match="holds checkpoints but no config.json"):
         train(run, data_dir, "trainer.max_steps=8")

@@ -104,7 +104,11 @@ def check_run_dir(c: PretrainConfig, run_dir: Path) -> None:
     if not config_file.is_file():
         raise ConfigError(f"{run_dir} holds checkpoints but no {config_file.name}, so its settings cannot be "
                           f"checked; restore {config_file} or start a new run with name=<new name>")
-    check_resume_config(read_json(config_file, error=ConfigError), c.raw, run_dir)
+    saved = read_json(config_file, error=ConfigError)
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{config_file}: expected the run's settings as a JSON object, got "
+                          f"{type(saved).__name__}; restore it or start a new run with name=<new name>")
+    check_resume_config(saved, c.raw, run_dir)
 
 
 def check_same_vocabulary(run_dir: Path, data_path: Path) -> None:
