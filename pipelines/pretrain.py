@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 # Idle OpenMP threads sleep instead of spinning. On a shared or oversubscribed CPU (2 cores, several jobs)
 # spinning threads wait for descheduled ones: the default tiny run measured 15 s/step there vs 0.8 s with
@@ -21,7 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.pretrain import Preempted, run
+from convbert.config import ConfigError
+from convbert.pretrain import Preempted, parse_config, run
+from convbert.pretrain.engine import check_run_dir
 from convbert.train.dist import launch_env
 from convbert.train.lock import DirLock, DirLockedError
 from pipelines import run_hydra
@@ -39,9 +42,28 @@ class RunDirCheck(Callback):
                 DirLock(run_dir, "pretraining run").check()
             except DirLockedError as e:
                 sys.exit(f"error: {e}")
+            _check_resumable(config, run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_creatable(Path(config.hydra.sweep.dir))
+
+
+def _check_resumable(config: DictConfig, run_dir: Path) -> None:
+    """A run dir whose checkpoints were trained under other settings is refused here too, so that the refusal
+    leaves its .hydra/ files alone. A config that does not parse is left for the run to report."""
+    try:
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the settings; Hydra sets it again later
+        settings = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),
+                                          resolve=True)
+        with warnings.catch_warnings():  # the run itself warns about old spellings
+            warnings.simplefilter("ignore")
+            c = parse_config(settings)
+    except Exception:
+        return
+    try:
+        check_run_dir(c, run_dir)
+    except (ConfigError, FileExistsError) as e:
+        sys.exit(f"error: {e}")
 
 
 def _check_creatable(run_dir: Path) -> None:

@@ -349,6 +349,10 @@ def test_a_busy_run_dir_is_refused_before_hydra_rewrites_its_config(tmp_path, da
         proc = pretrain(run, data_dir, "optim.lr=0.5", check=False)
     assert proc.returncode == 1 and f"in use by another pretraining run: pid {os.getpid()}" in proc.stderr
     assert (run / ".hydra" / "overrides.yaml").read_text() == "- the live run's own\n"
+    train(run, data_dir, "trainer.max_steps=2")  # a run with a checkpoint, then the same dir under another lr
+    proc = pretrain(run, data_dir, "trainer.max_steps=4", "optim.lr=0.5", check=False)
+    assert proc.returncode == 1 and "holds a run with other settings (optim.lr: 0.001 -> 0.5)" in proc.stderr
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- the live run's own\n"
 
 
 def test_run_dir_that_cannot_be_created_is_named_before_hydra_fails(tmp_path, data_dir):
