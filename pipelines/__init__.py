@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -20,6 +24,16 @@ def run_hydra(main: Callable[[], None], config_name: str) -> None:
             for line in unknown_key_errors(config_name, sys.argv[1:]):
                 print(line, file=sys.stderr)
         raise
+
+
+def resolved_settings(config: DictConfig) -> dict[str, Any]:
+    """The settings of a composed config (its `hydra` node left out), resolved, as a callback sees them before
+    Hydra starts the job: Hydra's own config is set first for ${hydra:...} values (the job sets it again)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    HydraConfig.instance().set_config(config)
+    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
 
 
 def unknown_key_errors(config_name: str, args: list[str]) -> list[str]:

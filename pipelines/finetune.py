@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from convbert.finetune import (
     FinetuneConfig,
     JobDone,
     SettingsMismatch,
+    check_job,
     finished_job,
     init_name,
     record_job,
@@ -43,16 +45,16 @@ from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import Preempted
-from pipelines import run_hydra
+from pipelines import resolved_settings, run_hydra
 
 log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
 
 
 class JobDirCheck(Callback):
-    """A single run's job dir that holds a finished job, or one another live job is running in, is refused
-    before Hydra writes its .hydra/ files there (conf/finetune.yaml hydra.callbacks): the refusal changes
-    nothing. (run_job checks both again under the lock.)"""
+    """A single run's job dir that holds a finished job, one another live job is running in, or a trained job
+    with other settings is refused before Hydra writes its .hydra/ files there (conf/finetune.yaml
+    hydra.callbacks): the refusal changes nothing. (run_job checks them again under the lock.)"""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
@@ -62,6 +64,16 @@ class JobDirCheck(Callback):
         try:
             DirLock(run_dir, "fine-tuning job").check()
         except DirLockedError as e:
+            sys.exit(f"error: {e}")
+        try:  # a job that has trained, rerun under other settings
+            with warnings.catch_warnings():  # the job itself warns about old spellings
+                warnings.simplefilter("ignore")
+                job = FinetuneConfig.from_dict(resolved_settings(config))
+        except Exception:  # a config that does not parse is left for the job to report
+            return
+        try:
+            check_job(run_dir, job)
+        except SettingsMismatch as e:
             sys.exit(f"error: {e}")
 
 

@@ -27,7 +27,7 @@ from convbert.pretrain import Preempted, parse_config, run
 from convbert.pretrain.engine import check_run_dir
 from convbert.train.dist import launch_env
 from convbert.train.lock import DirLock, DirLockedError
-from pipelines import run_hydra
+from pipelines import resolved_settings, run_hydra
 
 
 class RunDirCheck(Callback):
@@ -52,12 +52,9 @@ def _check_resumable(config: DictConfig, run_dir: Path) -> None:
     """A run dir whose checkpoints were trained under other settings is refused here too, so that the refusal
     leaves its .hydra/ files alone. A config that does not parse is left for the run to report."""
     try:
-        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the settings; Hydra sets it again later
-        settings = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),
-                                          resolve=True)
         with warnings.catch_warnings():  # the run itself warns about old spellings
             warnings.simplefilter("ignore")
-            c = parse_config(settings)
+            c = parse_config(resolved_settings(config))
     except Exception:
         return
     try:

@@ -22,7 +22,7 @@ from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_
 from sklearn import metrics as skm
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, JobDone, load_init
+from convbert.finetune import DEFAULT_LR, FinetuneConfig, InitError, JobDone, load_init, record_job
 from convbert.glue.data import load_dir_split
 from convbert.glue.features import featurize
 from convbert.glue.run import batch_multiple, predict, run
@@ -278,7 +278,7 @@ def test_bad_settings_fail_before_training(env, tmp_path):
     assert not (tmp_path / "nan" / "submission").exists() and not (tmp_path / "nan" / "results.json").exists()
 
 
-def test_a_finished_or_busy_job_dir_is_refused_before_hydra_writes_into_it(env, tmp_path):
+def test_a_finished_busy_or_otherwise_set_job_dir_is_refused_before_hydra_writes_into_it(env, tmp_path):
     out = tmp_path / "run"
     (out / ".hydra").mkdir(parents=True)
     (out / ".hydra" / "overrides.yaml").write_text("- the finished job's own\n")
@@ -292,4 +292,13 @@ def test_a_finished_or_busy_job_dir_is_refused_before_hydra_writes_into_it(env, 
                                             "proc_start": None}))  # this test process: a live job
     busy = finetune(*args)
     assert busy.returncode != 0 and f"in use by another fine-tuning job: pid {os.getpid()}" in busy.stderr
+    assert (out / ".hydra" / "overrides.yaml").read_text() == "- the finished job's own\n"
+    (out / ".lock").unlink()  # a job that has trained (a checkpoint), rerun under another learning rate
+    record_job(out, FinetuneConfig.from_dict({"task": {"kind": "glue", "name": "rte", "max_length": 32},
+                                              "init": str(env / "pretrain"), "data": {"dir": str(env / "glue")},
+                                              "optim": {"lr": 1e-4}}))
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "step_00000003.pt").write_bytes(b"")
+    changed = finetune(*args, "optim.lr=2e-4")
+    assert changed.returncode != 0 and "holds a job with other settings" in changed.stderr, changed.stderr[-2000:]
     assert (out / ".hydra" / "overrides.yaml").read_text() == "- the finished job's own\n"

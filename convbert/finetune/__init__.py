@@ -27,6 +27,7 @@ from convbert.finetune.engine import (
     SettingsMismatch,
     TaskAdapter,
     TaskOutput,
+    check_job,
     default_lr,
     finished_job,
     record_job,
@@ -58,7 +59,7 @@ from convbert.finetune.init import (
 __all__ = [
     "DEFAULT_LR", "DataConfig", "FINETUNE_OPTIM", "FinetuneConfig", "FitResult", "FitState", "InitError",
     "JobDone", "LEGACY_KEYS", "ModelConfig", "PRETRAIN_SUMMARY_KEYS", "Pretrained", "SettingsMismatch",
-    "TaskAdapter", "TaskOutput", "TrainerConfig", "WEIGHT_FILES", "count_flop_params", "default_lr",
+    "TaskAdapter", "TaskOutput", "TrainerConfig", "WEIGHT_FILES", "check_job", "count_flop_params", "default_lr",
     "finished_job", "fit", "forward_flops", "init_name", "is_random_init", "load_init", "load_tokenizer",
     "match_preset", "move", "predict_batches", "record_job", "run_job", "seed_everything", "task_adapter",
     "task_config", "tokenizer_file", "vocab_id",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 import shutil
 import time
@@ -29,7 +30,7 @@ from convbert.train.checkpoint import find_latest
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.precision import resolve_precision
-from convbert.train.runinfo import recorded_changes
+from convbert.train.runinfo import settings_changes
 from convbert.train.signals import StopRequest
 
 
@@ -92,16 +93,30 @@ def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     """job.json: init, task, seed and settings. Once the dir holds trained state (a checkpoint, or the results
     of a finished job), a rerun must have the same settings; until then a rerun's settings replace those of an
     attempt that failed before training (a wrong data.dir, a too long task.max_length)."""
+    check_job(run_dir, cfg)
     path = run_dir / "job.json"
-    record = {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset), "task": cfg.task["name"],
-              "seed": cfg.seed, "settings": cfg.settings()}
-    if not (run_dir / "results.json").exists() and find_latest(run_dir / "checkpoint") is None:
-        write_json_atomic(path, record)
+    if not path.exists() or not _trained(run_dir):
+        write_json_atomic(path, _job_record(cfg))
+
+
+def check_job(run_dir: Path, cfg: FinetuneConfig) -> None:
+    """SettingsMismatch when run_dir holds trained state recorded under other settings; writes nothing."""
+    path = run_dir / "job.json"
+    if not path.exists() or not _trained(run_dir):
         return
-    diff = recorded_changes(path, record)
+    diff = settings_changes(read_json(path, ConfigError), json.loads(json.dumps(_job_record(cfg))))
     if diff:
         raise SettingsMismatch(f"{run_dir} holds a job with other settings ({diff}); rerun with its settings to "
                                f"continue it, use another run dir, or delete it to start over")
+
+
+def _job_record(cfg: FinetuneConfig) -> dict[str, Any]:
+    return {"init": cfg.init, "init_name": init_name(cfg.init, cfg.model.preset), "task": cfg.task["name"],
+            "seed": cfg.seed, "settings": cfg.settings()}
+
+
+def _trained(run_dir: Path) -> bool:
+    return (run_dir / "results.json").exists() or find_latest(run_dir / "checkpoint") is not None
 
 
 def finished_job(run_dir: Path) -> str | None:
