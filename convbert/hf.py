@@ -27,6 +27,9 @@ _HF_DEFAULTS: dict[str, Any] = dict(
     attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12, initializer_range=0.02,
 )
 _CONVBERT_DEFAULTS: dict[str, Any] = dict(head_ratio=2, conv_kernel_size=9, num_groups=1)  # convbert only
+# transformers' ElectraConfig has small-model defaults where ConvBertConfig has base-size ones
+_ELECTRA_SIZES: dict[str, Any] = dict(hidden_size=256, embedding_size=128, num_attention_heads=4,
+                                      intermediate_size=1024)
 # our own option, stored in config.json so that our exports round-trip (transformers ignores it)
 _MASK_KEY = "convbert_mask_conv_padding"
 # non-persistent buffers that older transformers versions saved; carry no weights
@@ -60,7 +63,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ConvBertC
     position = hf.get("position_embedding_type", "absolute")
     if position != "absolute":
         raise ValueError(f"{source}: position_embedding_type={position!r} is not supported (only 'absolute')")
-    kw = {k: hf.get(k, v) for k, v in _HF_DEFAULTS.items()}
+    defaults = _HF_DEFAULTS | (_ELECTRA_SIZES if model_type == "electra" else {})
+    kw = {k: hf.get(k, v) for k, v in defaults.items()}
     if kw["embedding_size"] is None:  # transformers' ElectraConfig may leave it unset: = hidden_size
         kw["embedding_size"] = kw["hidden_size"]
     pad = hf.get("pad_token_id")

@@ -203,3 +203,14 @@ def test_electra_task_and_discriminator_checkpoints_load_their_backbone(tmp_path
     ids, mask, types = padded_batch()
     with torch.no_grad():
         assert (ours(ids, mask, types) - hf_hidden(ref.electra, ids, mask, types)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("model_type, hf_config", [("convbert", "ConvBertConfig"), ("electra", "ElectraConfig")])
+def test_a_config_json_that_omits_sizes_gets_transformers_defaults_for_its_type(model_type, hf_config):
+    from convbert.hf import config_from_hf
+
+    ours = config_from_hf({"model_type": model_type})  # sizes left to the format's defaults
+    theirs = getattr(transformers, hf_config)()
+    for key in ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps"):
+        assert getattr(ours, key) == getattr(theirs, key), key
