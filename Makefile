@@ -61,7 +61,7 @@ table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)
 
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPERIMENT=<name>[,<name>...]
-	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)
