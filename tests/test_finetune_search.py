@@ -77,3 +77,33 @@ def test_search_completes_continues_after_interruption_and_reports_the_best_tria
     assert cell.value("accuracy") == pytest.approx(best["value"])
     md = to_markdown(table)
     assert f"best trial {best['number']}" in md and "chosen on the dev set" in md and "§" in md
+
+
+def test_a_busy_changed_or_all_failed_search_is_refused_and_failed_trials_are_retried(env, tmp_path):
+    import os
+    import shutil
+    import socket
+
+    sweep, glue = tmp_path / "search", tmp_path / "glue"
+    shutil.copytree(env / "glue", glue)
+    shutil.move(glue / "RTE", tmp_path / "RTE")  # every trial fails until the task is there
+    command = [*search_command(env, sweep), f"data.dir={glue}", "seeds=[1]", "hydra.sweeper.n_trials=1"]
+    sweep.mkdir()
+    (sweep / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now",
+                                             "proc_start": None}))  # this test process: a live search
+    busy = run_process(command)
+    assert busy.returncode != 0 and "in use by another hyper-parameter search" in busy.stderr
+    assert not (sweep / "optuna.db").exists()
+    (sweep / ".lock").unlink()
+
+    failed = run_process(command)
+    assert failed.returncode != 0 and "no trial of the search in" in failed.stderr + failed.stdout
+    assert trial_states(sweep) == {0: "FAIL"}
+    changed = run_process([*command, "task.max_length=48"])
+    assert changed.returncode != 0 and "holds a search with other settings" in changed.stderr
+    assert "fixed task.max_length=48 -> added" in changed.stderr and trial_states(sweep) == {0: "FAIL"}
+
+    shutil.move(tmp_path / "RTE", glue / "RTE")  # the cause fixed: the same command replaces the failed trial
+    again = run_process(command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert trial_states(sweep) == {0: "FAIL", 1: "COMPLETE"}

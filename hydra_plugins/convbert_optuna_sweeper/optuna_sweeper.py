@@ -12,7 +12,9 @@ shape (direction, n_trials, n_jobs, storage, study_name, sampler seed, `params` 
 - The study lives in <sweep dir>/optuna.db (unless storage is set): rerunning the command with the same
   hydra.sweep.dir continues it. Trials left running by an interrupted search are launched again with their
   parameters (their jobs resume from their checkpoints and reuse finished seeds), then new trials are asked until
-  n_trials have finished.
+  n_trials have completed (trials that failed are replaced, so rerunning after fixing their cause completes the
+  search). A continued study must keep its search space and fixed settings; a second search on the same dir is
+  refused while the first runs.
 - After every trial, <sweep dir>/search_summary.json: every trial (number, state, value, params, job dir) and
   the best one. A trial whose job fails, or returns no finite value, is marked failed.
 """
@@ -34,6 +36,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.io import write_json_atomic
+from convbert.train.lock import DirLock
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,26 @@ def distribution(override: Override) -> optuna.distributions.BaseDistribution:
             return optuna.distributions.IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
         return optuna.distributions.FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
     raise ValueError(f"{override.input_line}: not a search dimension (choice, range or interval)")
+
+
+def _check_same_search(study: optuna.Study, dims: dict[str, optuna.distributions.BaseDistribution],
+                       fixed: list[str], storage: str) -> None:
+    """A continued study keeps its search space and fixed settings (its trials are compared as one search);
+    a new study records them."""
+    space = {k: repr(d) for k, d in dims.items()}
+    fixed = [o for o in fixed if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]  # where and how it runs
+    recorded = study.user_attrs
+    if "space" not in recorded:
+        study.set_user_attr("space", space)
+        study.set_user_attr("fixed", fixed)
+        return
+    changes = [f"{k}: {recorded['space'].get(k, 'not searched')} -> {space.get(k, 'not searched')}"
+               for k in sorted(set(recorded["space"]) | set(space)) if recorded["space"].get(k) != space.get(k)]
+    old, new = set(recorded["fixed"]), set(fixed)
+    changes += [f"fixed {o} -> dropped" for o in sorted(old - new)] + [f"fixed {o} -> added" for o in sorted(new - old)]
+    if changes:
+        raise ValueError(f"{storage} holds a search with other settings ({'; '.join(changes)}); continue it with "
+                         "its own, or start another search (a new hydra.sweep.dir)")
 
 
 def _flatten(params: Any, prefix: str = "") -> dict[str, str]:
@@ -99,22 +122,38 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        with DirLock(sweep_dir, "hyper-parameter search"):  # a second search here would relaunch our trials
+            self._sweep(arguments, sweep_dir)
+
+    def _sweep(self, arguments: list[str], sweep_dir: Path) -> None:
         dims, fixed = self._space(arguments)
         storage = self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
         study = optuna.create_study(study_name=self.study_name or sweep_dir.name, storage=storage,
                                     direction=self.direction, load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=self.seed))
+        _check_same_search(study, dims, fixed, storage)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         T = optuna.trial.TrialState
         interrupted = [t for t in study.get_trials(deepcopy=False) if t.state in (T.RUNNING, T.WAITING)]
         if interrupted:
             log.info("continuing %s: relaunching interrupted trial(s) %s", storage, [t.number for t in interrupted])
             for t in interrupted:
                 self._run(study, [t], dims, fixed, sweep_dir)
-        while (done := sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))) < self.n_trials:
-            batch = [study.ask(dims) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            self._run(study, batch, dims, fixed, sweep_dir)
+        # n_trials trials must complete; failed ones (a rerun after fixing their cause) are replaced by new
+        # trials, at most n_trials of them per invocation
+        for _ in range(self.n_trials):
+            complete = sum(t.state == T.COMPLETE for t in study.get_trials(deepcopy=False))
+            if complete >= self.n_trials:
+                break
+            self._run(study, [study.ask(dims) for _ in range(min(self.n_jobs, self.n_trials - complete))], dims,
+                      fixed, sweep_dir)
+        complete = sum(t.state == T.COMPLETE for t in study.get_trials(deepcopy=False))
+        if complete == 0:
+            raise RuntimeError(f"no trial of the search in {sweep_dir} completed (see search_summary.json and the "
+                               "trials' failed.json); fix the cause and rerun the same command to try again")
+        if complete < self.n_trials:
+            log.warning("%d of %d trials completed; rerun the same command to replace the failed ones", complete,
+                        self.n_trials)
         log.info("search done: %s", sweep_dir / "search_summary.json")
 
     def _run(self, study: optuna.Study, trials: list, dims: dict, fixed: list[str], sweep_dir: Path) -> None:
