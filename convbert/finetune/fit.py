@@ -193,6 +193,13 @@ def fit(
                                 f"command to continue")
         s.train_time_s += time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": (s.loss_sum / max(s.loss_n, 1)).item()}
+        # diverged weights still predict a class, and that accuracy would be reported (and win a search); the fp16
+        # scaler skips the steps whose gradients overflow, so only a real divergence gets here
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (step {s.step}): non-finite weights "
+                                     f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}), mean training loss "
+                                     f"{row['train_loss']}; lower optim.lr")
         if evaluate is not None:
             model.eval()
             with torch.no_grad(), precision.autocast():
