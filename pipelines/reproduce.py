@@ -41,10 +41,8 @@ def check_glue_settings(glue_out: Path, settings: dict) -> bool:
     """Finished GLUE jobs are reused only under the settings that made them (recorded beside them): the same
     pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ. While
     no job has finished, a rerun's settings replace the recorded ones (a first attempt that failed on them)."""
-    path = glue_out / "reproduce_settings.json"
-    if not any(glue_out.glob("*/results.json")):  # nothing finished yet: these settings replace the recorded ones
-        path.unlink(missing_ok=True)
-    diff = recorded_changes(path, settings)
+    diff = recorded_changes(glue_out / "reproduce_settings.json", settings,
+                            binding=any(glue_out.glob("*/results.json")))
     if diff:
         log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
                   "output_dir=, or delete that dir to redo them", glue_out, diff)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import math
 import shutil
 import time
@@ -30,7 +29,7 @@ from convbert.train.checkpoint import find_latest
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.precision import resolve_precision
-from convbert.train.runinfo import settings_changes
+from convbert.train.runinfo import recorded_changes, recorded_differences
 from convbert.train.signals import StopRequest
 
 
@@ -93,18 +92,17 @@ def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     """job.json: init, task, seed and settings. Once the dir holds trained state (a checkpoint, or the results
     of a finished job), a rerun must have the same settings; until then a rerun's settings replace those of an
     attempt that failed before training (a wrong data.dir, a too long task.max_length)."""
-    check_job(run_dir, cfg)
-    path = run_dir / "job.json"
-    if not path.exists() or not _trained(run_dir):
-        write_json_atomic(path, _job_record(cfg))
+    _refuse_changes(run_dir, recorded_changes(run_dir / "job.json", _job_record(cfg), binding=_trained(run_dir),
+                                              error=ConfigError))
 
 
 def check_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     """SettingsMismatch when run_dir holds trained state recorded under other settings; writes nothing."""
-    path = run_dir / "job.json"
-    if not path.exists() or not _trained(run_dir):
-        return
-    diff = settings_changes(read_json(path, ConfigError), json.loads(json.dumps(_job_record(cfg))))
+    if _trained(run_dir):
+        _refuse_changes(run_dir, recorded_differences(run_dir / "job.json", _job_record(cfg), ConfigError))
+
+
+def _refuse_changes(run_dir: Path, diff: str) -> None:
     if diff:
         raise SettingsMismatch(f"{run_dir} holds a job with other settings ({diff}); rerun with its settings to "
                                f"continue it, use another run dir, or delete it to start over")

@@ -54,10 +54,19 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any], may_change: tuple
     return "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed)
 
 
-def recorded_changes(path: Path, settings: dict[str, Any]) -> str:
-    """The differences (settings_changes) between `settings` and those recorded in the JSON file `path`, ""
-    when they agree; the first call records them. A job dir reused under other settings is refused with it."""
-    if path.exists():
-        return settings_changes(read_json(path), json.loads(json.dumps(settings)))
+def recorded_differences(path: Path, settings: dict[str, Any], error: type[Exception] = ValueError) -> str:
+    """The differences (settings_changes) from the settings recorded in the JSON file `path` to `settings`; ""
+    when they agree or none are recorded. Reads only (a damaged file raises `error` naming it)."""
+    if not path.exists():
+        return ""
+    return settings_changes(read_json(path, error), json.loads(json.dumps(settings)))
+
+
+def recorded_changes(path: Path, settings: dict[str, Any], binding: bool = True,
+                     error: type[Exception] = ValueError) -> str:
+    """recorded_differences once the recorded settings are `binding` (the work they made exists): a dir reused
+    under other settings is refused with them. Otherwise, or when none are recorded, `settings` are recorded."""
+    if binding and path.exists():
+        return recorded_differences(path, settings, error)
     write_json_atomic(path, settings)
     return ""

@@ -140,7 +140,7 @@ class OptunaSweeper(Sweeper):
             for t in interrupted:
                 self._run(study, [t], dims, fixed, sweep_dir)
         # n_trials trials must complete; failed ones (a rerun after fixing their cause) are replaced by new
-        # trials, at most n_trials of them per invocation
+        # trials, in at most n_trials rounds per invocation
         for _ in range(self.n_trials):
             complete = sum(t.state == T.COMPLETE for t in study.get_trials(deepcopy=False))
             if complete >= self.n_trials:
