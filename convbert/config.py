@@ -169,6 +169,16 @@ def check_int(name: str, value: Any, low: int | None = 1, nullable: bool = False
         raise error(f"{name} must be {what}{' or null' if nullable else ''}, got {value!r}")
 
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState and Generator take seeds in [0, 2**32 - 1]
+
+
+def check_seed(name: str, value: Any, error: type[Exception] = ConfigError) -> None:
+    """A seed (`name` as the user spells it) must be an integer in [0, MAX_SEED]: checked before any work, since
+    numpy and torch refuse others only once they are used, after tokenizing or with their own wording."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise error(f"{name} must be an integer in [0, {MAX_SEED}], got {value!r}")
+
+
 def check_ints(config: Any, group: str, keys: Iterable[str], low: int | None = 1, nullable: bool = False,
                error: type[Exception] = ConfigError) -> None:
     """check_int for each of `keys`, attributes of the config dataclass `config`, named group.key."""

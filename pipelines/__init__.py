@@ -26,13 +26,22 @@ def run_hydra(main: Callable[[], None], config_name: str) -> None:
         raise
 
 
-def resolved_settings(config: DictConfig) -> dict[str, Any]:
-    """The settings of a composed config (its `hydra` node left out), resolved, as a callback sees them before
-    Hydra starts the job: Hydra's own config is set first for ${hydra:...} values (the job sets it again)."""
+def callback_config(config: DictConfig) -> DictConfig:
+    """Make ${hydra:...} values (the default paths.root is ${hydra:runtime.cwd}) resolvable in a callback,
+    which Hydra calls before it sets its own config for the job (the job sets it again). Call it first in
+    every callback method: otherwise reading hydra.run.dir raises, and Hydra turns that into a warning."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
     HydraConfig.instance().set_config(config)
+    return config
+
+
+def resolved_settings(config: DictConfig) -> dict[str, Any]:
+    """The settings of a composed config (its `hydra` node left out), resolved, as a callback sees them before
+    Hydra starts the job."""
+    from omegaconf import OmegaConf
+
+    callback_config(config)
     return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
 
 

@@ -45,7 +45,7 @@ from convbert.report.tasks import MAIN_METRIC
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import Preempted
-from pipelines import resolved_settings, run_hydra
+from pipelines import callback_config, resolved_settings, run_hydra
 
 log = logging.getLogger("finetune")
 OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dirs name the checkpoint
@@ -54,10 +54,11 @@ OmegaConf.register_new_resolver("init_name", init_name, replace=True)  # job dir
 class JobDirCheck(Callback):
     """A single run's job dir that holds a finished job, one another live job is running in, or a trained job
     with other settings is refused before Hydra writes its .hydra/ files there (conf/finetune.yaml
-    hydra.callbacks): the refusal changes nothing. (run_job checks them again under the lock.)"""
+    hydra.callbacks): the refusal changes nothing. So are settings that do not parse, before Hydra creates the
+    job dir. (run_job checks them all again under the lock.)"""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
+        run_dir = Path(callback_config(config).hydra.run.dir)
         # SystemExit: Hydra turns a callback's exceptions into warnings
         if why := finished_job(run_dir):
             sys.exit(f"error: {why}")
@@ -65,15 +66,13 @@ class JobDirCheck(Callback):
             DirLock(run_dir, "fine-tuning job").check()
         except DirLockedError as e:
             sys.exit(f"error: {e}")
-        try:  # a job that has trained, rerun under other settings
+        try:  # settings that do not parse (no job dir is left behind), or a trained job under other settings
             with warnings.catch_warnings():  # the job itself warns about old spellings
                 warnings.simplefilter("ignore")
                 job = FinetuneConfig.from_dict(resolved_settings(config))
-        except Exception:  # a config that does not parse is left for the job to report
-            return
-        try:
+            task_adapter(job)
             check_job(run_dir, job)
-        except SettingsMismatch as e:
+        except ValueError as e:  # ConfigError, and the task's own checks of its values
             sys.exit(f"error: {e}")
 
 

@@ -24,7 +24,8 @@ def main(cfg: DictConfig) -> None:
     manifest = read_manifest(out)
     counts = manifest["counts"]
     held = (manifest.get("heldout") or {}).get("counts")
-    print(f"{out}: {counts['documents']} documents, {counts['examples']} examples, {counts['tokens']} tokens"
+    kept = f" ({100 * counts['kept_fraction']:.1f}% of the corpus's)" if "kept_fraction" in counts else ""
+    print(f"{out}: {counts['documents']} documents, {counts['examples']} examples, {counts['tokens']} tokens{kept}"
           + (f"; held out: {held['documents']} documents, {held['examples']} examples" if held else ""))
 
 

@@ -23,43 +23,44 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.config import ConfigError
-from convbert.pretrain import Preempted, parse_config, run
+from convbert.pretrain import Preempted, PretrainConfig, parse_config, run
 from convbert.pretrain.engine import check_run_dir
 from convbert.train.dist import launch_env
 from convbert.train.lock import DirLock, DirLockedError
-from pipelines import resolved_settings, run_hydra
+from pipelines import callback_config, resolved_settings, run_hydra
 
 
 class RunDirCheck(Callback):
-    """Names an unwritable run dir before Hydra tries to create it, and refuses one that another live run
-    holds before Hydra rewrites that run's .hydra/ files (conf/pretrain.yaml hydra.callbacks)."""
+    """Refuses, before Hydra creates the run dir or rewrites its .hydra/ files: settings that do not parse, a
+    run dir that cannot be created, one that another live run holds, and one whose checkpoints were trained
+    under other settings (conf/pretrain.yaml hydra.callbacks). The run checks them all again."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
+        run_dir = Path(callback_config(config).hydra.run.dir)
+        c = _parse(config)
         _check_creatable(run_dir)
         if launch_env()[0] == 0:  # the other ranks of this run wait for rank 0, which takes the lock
             try:
                 DirLock(run_dir, "pretraining run").check()
             except DirLockedError as e:
                 sys.exit(f"error: {e}")
-            _check_resumable(config, run_dir)
+            try:
+                check_run_dir(c, run_dir)
+            except (ConfigError, FileExistsError) as e:
+                sys.exit(f"error: {e}")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_creatable(Path(config.hydra.sweep.dir))
+        _check_creatable(Path(callback_config(config).hydra.sweep.dir))
 
 
-def _check_resumable(config: DictConfig, run_dir: Path) -> None:
-    """A run dir whose checkpoints were trained under other settings is refused here too, so that the refusal
-    leaves its .hydra/ files alone. A config that does not parse is left for the run to report."""
+def _parse(config: DictConfig) -> PretrainConfig:
+    """The typed settings; a ConfigError ends the command here, so that a bad value leaves no run dir behind.
+    SystemExit: Hydra turns a callback's exceptions into warnings and would go on to start the run."""
     try:
         with warnings.catch_warnings():  # the run itself warns about old spellings
             warnings.simplefilter("ignore")
-            c = parse_config(resolved_settings(config))
-    except Exception:
-        return
-    try:
-        check_run_dir(c, run_dir)
-    except (ConfigError, FileExistsError) as e:
+            return parse_config(resolved_settings(config))
+    except ValueError as e:  # ConfigError, and the data groups' DataError
         sys.exit(f"error: {e}")
 
 
@@ -69,7 +70,6 @@ def _check_creatable(run_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "is not a directory" if not existing.is_dir() else "is not writable"
-        # SystemExit: Hydra turns a callback's exceptions into warnings and would go on to fail itself
         sys.exit(f"error: run dir {run_dir} cannot be created: {existing} {why}; choose another hydra.run.dir "
                  "or paths.runs_dir")
 

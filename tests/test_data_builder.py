@@ -11,8 +11,8 @@ from convbert.data.builder import ExampleBuilder
 CLS, SEP = 2, 3
 
 
-def build(docs: list[list[list[int]]], max_length: int, seed: int = 0) -> ExampleBuilder:
-    b = ExampleBuilder(max_length, CLS, SEP, random.Random(seed))
+def build(docs: list[list[list[int]]], max_length: int, seed: int = 0, overflow: str = "split") -> ExampleBuilder:
+    b = ExampleBuilder(max_length, CLS, SEP, random.Random(seed), overflow=overflow)
     for doc in docs:
         for unit in doc:
             b.add_unit(unit)
@@ -73,19 +73,41 @@ def test_examples_never_cross_documents_and_keep_order() -> None:
         last_doc, last_token = doc_of[seg_a[0]], max(seg_a + seg_b)
 
 
-def test_every_token_is_kept_or_counted_as_trimmed() -> None:
+def test_electra_truncation_counts_every_token_it_cuts() -> None:
     docs = synthetic_docs(100, max_unit=40)
-    b = build(docs, 64)
+    b = build(docs, 64, overflow="truncate")
     kept = [t for ids, _ in examples(b) for t in ids if t not in (CLS, SEP)]
     assert len(kept) + b.truncated == sum(len(u) for d in docs for u in d)
     assert b.truncated > 0
     # with 1-token units an example is closed exactly at its target, so it loses at most the room
     # taken by [CLS]/[SEP]/[SEP] (the target counts text tokens only, as in ELECTRA)
     ones = [[[t] for u in d for t in u] for d in docs]
-    b = build(ones, 64)
+    b = build(ones, 64, overflow="truncate")
     assert b.truncated <= 3 * len(b.lengths)
     kept = [t for ids, _ in examples(b) for t in ids if t not in (CLS, SEP)]
     assert len(kept) + b.truncated == sum(len(d) for d in ones)
+
+
+@pytest.mark.parametrize("max_length", [5, 16, 64])
+def test_split_keeps_every_token_and_fills_examples(max_length: int) -> None:
+    docs = synthetic_docs(100, max_unit=3 * max_length)  # units up to three examples long
+    b = build(docs, max_length)
+    kept = [t for ids, _ in examples(b) for t in ids if t not in (CLS, SEP)]
+    assert b.truncated == 0 and sorted(kept) == [t for d in docs for u in d for t in u]
+    # an example that did not end its document is full: its target (max_length unless one of the 5% random
+    # ones), less one for a single-segment example's missing second [SEP]
+    last_of_doc = {u[-1] for d in docs for u in d[-1:]}
+    full = [ids for ids, _ in examples(b) if not last_of_doc & set(ids)]
+    assert sum(len(ids) >= max_length - 1 for ids in full) > 0.9 * len(full)
+
+
+def test_a_unit_longer_than_many_examples_continues_across_them_in_order() -> None:
+    line = list(range(10, 1010))  # one 1000-token line, as a corpus of one long line
+    b = build([[line]], 32)
+    rows = examples(b)
+    assert b.truncated == 0 and len(rows) >= 1000 // 29
+    assert [t for ids, _ in rows for t in ids if t not in (CLS, SEP)] == line  # consecutive pieces, in order
+    assert all(len(ids) <= 32 for ids, _ in rows)
 
 
 def test_document_end_flushes_short_example() -> None:
@@ -94,7 +116,7 @@ def test_document_end_flushes_short_example() -> None:
 
 
 def test_overlong_unit_is_trimmed_like_electra() -> None:
-    b = build([[list(range(10, 60))]], 16)
+    b = build([[list(range(10, 60))]], 16, overflow="truncate")
     (ids, b_start), *rest = examples(b)
     assert ids == [CLS, *range(10, 24), SEP] and b_start == 16  # A trimmed to max_length - 2
     assert b.truncated == 50 - 14
@@ -105,7 +127,7 @@ def test_single_segment_and_random_length_rates() -> None:
     # long documents of 1-token units: every example ends on its target length, so a short example
     # means a random target (5%), and an example without B means the 10% single-segment draw
     docs = [[[10 + (i % 50)] for i in range(200_000)]]
-    b = build(docs, 64, seed=1)
+    b = build(docs, 64, seed=1, overflow="truncate")
     full = examples(b)[:-1]  # the last one is cut by the end of the document
     single = sum(b_start == len(ids) for ids, b_start in full) / len(full)
     short = sum(len(ids) < 64 for ids, _ in full) / len(full)
@@ -135,7 +157,7 @@ def test_segment_rules_step_by_step() -> None:
     # 4th unit: A is full -> B. Units are added until 21 >= 20 (7 units). Then 0.01 < 0.05: random
     # next target 9.
     rng = ScriptedRandom([0.5, 0.3, 0.01, 9])
-    b = ExampleBuilder(20, CLS, SEP, rng)  # type: ignore[arg-type]
+    b = ExampleBuilder(20, CLS, SEP, rng, overflow="truncate")  # type: ignore[arg-type]
     for u in units:
         b.add_unit(u)
     ((ids, b_start),) = examples(b)

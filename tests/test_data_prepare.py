@@ -69,6 +69,24 @@ def test_layout_manifest_and_tokenizer(built: Path) -> None:
     assert enc.tokens[0] == "[CLS]" and "length" in enc.tokens  # lowercased, BERT specials added
 
 
+def test_the_whole_corpus_reaches_the_shards_and_the_manifest_says_so(built: Path, tmp_path: Path) -> None:
+    """Default overflow=split: nothing is cut, even from a corpus of one long line. ELECTRA's truncation, on
+    request, loses most of that line, and the build warns naming the share lost."""
+    c = read_manifest(built)["counts"]
+    assert c["truncated_tokens"] == 0 and c["kept_fraction"] == 1.0
+    words = " ".join(f"word{i % 97} and more" for i in range(3000))  # one unit, ~9000 tokens
+    line = write(tmp_path / "line.txt", words + "\n")
+    one = prepare(text_corpus(line), WORDPIECE, max_seq_length=64, data_dir=tmp_path / "d", progress=False)
+    m = read_manifest(one)
+    assert m["counts"]["kept_fraction"] == 1.0 and m["counts"]["corpus_tokens"] > 5000
+    assert m["counts"]["examples"] >= m["counts"]["corpus_tokens"] // 61
+    with pytest.warns(UserWarning, match=r"the training split lost [\d,]+ of its [\d,]+ tokens \(9\d\.\d%\) to "
+                                         "corpus.overflow=truncate"):
+        cut = prepare(text_corpus(line, overflow="truncate"), WORDPIECE, max_seq_length=64, data_dir=tmp_path / "d",
+                      progress=False)
+    assert cut != one and read_manifest(cut)["counts"]["kept_fraction"] < 0.1
+
+
 def test_examples_are_well_formed(built: Path) -> None:
     exs = examples(built)
     assert len(exs) == read_manifest(built)["counts"]["examples"]

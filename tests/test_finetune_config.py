@@ -26,6 +26,9 @@ def composed(*overrides: str, hydra: bool = False):
         return compose("finetune", overrides=["paths.root=/r", *overrides], return_hydra_config=hydra)
 
 
+SQUAD = ROOT / "tests" / "fixtures" / "squad"  # the adapter checks that data.dir holds the official files
+
+
 def job(*overrides: str) -> FinetuneConfig:
     job = FinetuneConfig.from_dict(compose_resolved("finetune", ["paths.root=/r", *overrides]))
     task_adapter(job)
@@ -34,9 +37,9 @@ def job(*overrides: str) -> FinetuneConfig:
 
 def test_groups_and_one_spelling_per_knob():
     j = job("task=squad1", "task.max_length=384", "optim.lr=1e-4", "optim.bias_correction=true",
-            "model.hidden_dropout_prob=0.2", "trainer.batch_size=16", "data.dir=/squad")
+            "model.hidden_dropout_prob=0.2", "trainer.batch_size=16", f"data.dir={SQUAD}")
     assert j.task["max_length"] == 384 and j.optim.lr == 1e-4 and j.optim.bias_correction
-    assert j.model.overrides == {"hidden_dropout_prob": 0.2} and j.trainer.batch_size == 16 and j.data.dir == "/squad"
+    assert j.model.overrides == {"hidden_dropout_prob": 0.2} and j.trainer.batch_size == 16 and j.data.dir == str(SQUAD)
     g = job("task=rte")
     assert g.task["max_length"] == 128 and g.optim.lr is None and g.optim.layer_decay == 0.8
     assert g.optim.warmup_fraction == 0.1 and g.trainer.epochs is None and g.model.overrides == {}

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -278,6 +279,21 @@ def test_bad_settings_fail_before_training(env, tmp_path):
                 tmp_path / f"nan-{task}")
         assert not (tmp_path / f"nan-{task}" / "submission").exists()
         assert not (tmp_path / f"nan-{task}" / "results.json").exists()
+
+
+@pytest.mark.parametrize("task, untrained", [("rte", r"ln 2 = 0\.693"), ("stsb", "the mean squared training label")])
+def test_divergence_that_stays_finite_fails_the_job_before_any_result(env, tmp_path, task, untrained):
+    """lr=1e3: finite weights and losses, but an epoch's mean training loss far above an untrained model's.
+    The job fails as diverged (failed.json, exit non-zero) and writes no results.json for the table."""
+    out = tmp_path / task
+    proc = finetune(f"task={task}", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", *QUICK, "optim.lr=1e3",
+                    f"hydra.run.dir={out}")
+    assert proc.returncode != 0
+    pattern = rf"training diverged in epoch 1 \(step \d+\): the mean training loss \S+ is over 10x what an untrained " \
+              rf"model scores \({untrained}"
+    failure = json.loads((out / "failed.json").read_text())["error"]
+    assert re.search(pattern, proc.stderr) and re.search(pattern, failure), proc.stderr[-2000:]
+    assert not (out / "results.json").exists() and not list(out.glob("checkpoint/step_*.pt"))
 
 
 def test_a_finished_busy_or_otherwise_set_job_dir_is_refused_before_hydra_writes_into_it(env, tmp_path):

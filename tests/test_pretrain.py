@@ -19,6 +19,7 @@ from convbert.config import ConfigError
 from convbert.model import ConvBertModel
 from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable
 from convbert.train import load_checkpoint
+from convbert.train.divergence import Diverged
 from convbert.train.lock import DirLock, DirLockedError
 
 TINY = [
@@ -303,9 +304,39 @@ def test_non_finite_weights_are_never_written(tmp_path, data_dir):
     with pytest.raises(FloatingPointError, match="non-finite .*weights .*stopping without writing") as e:
         train(run_dir, data_dir, "trainer.max_steps=6", "trainer.ckpt_every=1", "optim.lr=1e30")
     kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    assert kept and f"Last checkpoint (finite weights): {kept[-1]}" in str(e.value)
+    assert kept and f"Last checkpoint (checked when written): {kept[-1]}" in str(e.value)
     assert all(torch.isfinite(v).all() for v in load_checkpoint(kept[-1])["model"].values())
     assert not (run_dir / "hf").exists()
+
+
+def test_divergence_that_stays_finite_stops_the_run_without_an_export(tmp_path, data_dir):
+    """lr=1e3 keeps the losses finite (1e3-1e5) but far above an untrained model's: the run stops at the first
+    log row past 10x ln V (or 10x ln 2), before the checkpoint of that step, and exports nothing."""
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(Diverged, match=r"training diverged by step \d+: (mlm_loss .* \(ln 600|rtd_loss .* \(ln 2) "):
+        train(run_dir, data_dir, "trainer.max_steps=20", "trainer.ckpt_every=1", "optim.lr=1e3",
+              "trainer.eval_examples=0")
+    logged = losses(run_dir)
+    assert all(math.isfinite(m) and math.isfinite(r) for _, m, r in logged)  # finite: NaN checks never fired
+    assert logged[-1][1] > 10 * math.log(600) or logged[-1][2] > 10 * math.log(2)
+    kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    assert [int(p.stem[5:]) for p in kept] == [s for s, _, _ in logged[:-1]][-len(kept):]  # none of the last step
+    assert not (run_dir / "hf").exists() and not (run_dir / "pretrain_summary.json").exists()
+    # a healthy run of the same length never comes near the bound
+    train(tmp_path / "healthy", data_dir, "trainer.max_steps=20", "trainer.eval_examples=0")
+    assert max(m for _, m, _ in losses(tmp_path / "healthy")) < 1.5 * math.log(600)
+
+
+def test_a_checkpoint_of_another_model_shape_is_skipped_naming_it(tmp_path, data_dir):
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    train(run_dir, data_dir, "trainer.max_steps=2", "trainer.eval_examples=0")
+    train(other, data_dir, "trainer.max_steps=3", "trainer.eval_examples=0", "model.intermediate_size=256")
+    foreign = run_dir / "checkpoints" / "step_00000003.pt"
+    shutil.copy(other / "checkpoints" / "step_00000003.pt", foreign)
+    with pytest.warns(UserWarning, match=f"skipping checkpoint {foreign}: written for another model shape: "
+                                         r"discriminator\.layers\.0\.intermediate\.weight is \[256, 128\]"):
+        train(run_dir, data_dir, "trainer.max_steps=4", "trainer.eval_examples=0")
+    assert [s for s, _, _ in losses(run_dir)] == [1, 2, 3, 4]  # resumed from step 2, its own
 
 
 def test_trainer_config_errors(tmp_path):

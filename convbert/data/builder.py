@@ -4,6 +4,11 @@ Units (lines) of a document are appended until the target length is reached; the
 always closes the current example, so examples never cross documents. Each example is
 [CLS] A [SEP] (B [SEP]) with A aiming at about half the target length; 10% of examples keep a single
 segment; after each example the next target length is random in [5, max_len] with probability 5%.
+
+A unit that does not fit in what is left of the example (overflow="split", the default) fills it and
+continues in the next example of the same document, so no token is lost. ELECTRA's builder instead takes
+the whole unit and cuts the example at max_len (overflow="truncate"): that drops a fifth of a corpus of
+long paragraphs, and all but the first example's worth of a unit longer than an example (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
+
+OVERFLOW = ("split", "truncate")
 
 
 @dataclass
@@ -25,11 +32,14 @@ class ExampleBuilder:
     tokens: list[int] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     b_starts: list[int] = field(default_factory=list)
-    truncated: int = 0  # tokens lost to trimming (a unit that overshoots max_length)
+    overflow: str = "split"  # a unit that overflows the example: "split" it, or "truncate" it (ELECTRA)
+    truncated: int = 0  # tokens lost to trimming (overflow="truncate": a unit that overshoots max_length)
 
     def __post_init__(self) -> None:
         if self.max_length < 5:
             raise ValueError(f"max_seq_length={self.max_length} must be at least 5")
+        if self.overflow not in OVERFLOW:
+            raise ValueError(f"overflow={self.overflow!r} is not one of {list(OVERFLOW)}")
         self._units: list[list[int]] = []
         self._length = 0
         self._target = self.max_length
@@ -37,6 +47,16 @@ class ExampleBuilder:
     def add_unit(self, ids: list[int]) -> None:
         if not ids:
             return  # an empty unit changes nothing (ELECTRA would append an empty list)
+        if self.overflow == "split":
+            # room: the target less [CLS] A [SEP] B [SEP]'s three special tokens, so _emit never trims
+            while self._length + len(ids) >= self._target - 3:
+                take = self._target - 3 - self._length  # >= 2: _emit leaves the example empty, targets >= 5
+                self._units.append(ids[:take])
+                self._length += take
+                ids = ids[take:]
+                self._emit()
+                if not ids:
+                    return
         self._units.append(ids)
         self._length += len(ids)
         if self._length >= self._target:
@@ -82,7 +102,7 @@ class ExampleBuilder:
 _WORKER: dict = {}
 
 
-def init_worker(tokenizer_json: str, max_length: int, seed: int, dtype: str) -> None:
+def init_worker(tokenizer_json: str, max_length: int, seed: int, dtype: str, overflow: str = "split") -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(tokenizer_json)
@@ -90,6 +110,7 @@ def init_worker(tokenizer_json: str, max_length: int, seed: int, dtype: str) -> 
         tok=tok,
         max_length=max_length,
         seed=seed,
+        overflow=overflow,
         dtype=np.dtype(dtype),
         cls=tok.token_to_id("[CLS]"),
         sep=tok.token_to_id("[SEP]"),
@@ -107,7 +128,8 @@ def build_chunk(task: tuple[int, list[list[str]]]) -> dict:
     units = [u for doc in docs for u in doc]
     # encode_batch_fast skips character offsets, which we never use
     ids = [e.ids for e in w["tok"].encode_batch_fast(units, add_special_tokens=False)]
-    builder = ExampleBuilder(w["max_length"], w["cls"], w["sep"], random.Random(f"{w['seed']}:{index}"))
+    builder = ExampleBuilder(w["max_length"], w["cls"], w["sep"], random.Random(f"{w['seed']}:{index}"),
+                             overflow=w["overflow"])
     pos = 0
     for doc in docs:
         for unit_ids in ids[pos : pos + len(doc)]:

@@ -40,12 +40,16 @@ class CorpusConfig:
     cache_dir: str | None = None
     text_column: str = "text"
     rows: Literal["documents", "lines"] = "documents"  # a row is a whole document, or one line of one
+    # a unit (line, paragraph) that does not fit in the rest of an example: split across consecutive examples,
+    # or truncate as ELECTRA's builder does (for exact replication; loses text: the build reports how much)
+    overflow: Literal["split", "truncate"] = "split"
 
     def __post_init__(self) -> None:
         _check_choice("corpus", "source", self.source, ("pydocs", "text", "hub"))
         _check_choice("corpus", "doc_boundary", self.doc_boundary, ("blank_line", "file"))
         _check_choice("corpus", "on_decode_error", self.on_decode_error, ("fail", "skip"))
         _check_choice("corpus", "rows", self.rows, ("documents", "lines"))
+        _check_choice("corpus", "overflow", self.overflow, ("split", "truncate"))
         self.name = self.name or self.source
         if "/" in self.name or self.name.startswith("."):
             raise DataError(f"corpus.name={self.name!r} must be a plain directory-name prefix")

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import check_seed
 from ..io import read_json, sha256_file
 from . import corpus as corpus_mod
 from . import tokenizer as tok_mod
@@ -99,11 +101,12 @@ def _resolve(corpus: Mapping[str, Any], tokenizer: Mapping[str, Any], max_seq_le
     tcfg: TokenizerConfig = from_mapping(TokenizerConfig, "tokenizer", tokenizer)
     if not isinstance(max_seq_length, int) or max_seq_length < 5:
         raise DataError(f"max_seq_length={max_seq_length!r} must be an integer >= 5")
+    check_seed("seed", seed, error=DataError)
     if not isinstance(num_workers, int) or num_workers < 0:
         raise DataError(f"num_workers={num_workers!r} must be a non-negative integer")
     key = {
         "format_version": FORMAT_VERSION,
-        "corpus": dataclasses.asdict(ccfg),
+        "corpus": _corpus_key(ccfg),
         "tokenizer": dataclasses.asdict(tcfg),
         "max_seq_length": max_seq_length,
         "seed": int(seed),
@@ -156,7 +159,7 @@ def _build(
     held = _ShardWriter(tmp, dtype, prefix="heldout-")
     counts = dict(documents=0, units=0, bytes=0, corpus_tokens=0, truncated_tokens=0)
     held_counts = dict(counts)
-    init_args = (tok.to_str(), max_seq_length, seed, dtype.str)
+    init_args = (tok.to_str(), max_seq_length, seed, dtype.str, ccfg.overflow)
     bar = None
     fraction = key.get("heldout_fraction", 0.0)
 
@@ -192,6 +195,9 @@ def _build(
         raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
     if writer.examples == 0:
         raise DataError(f"corpus {ccfg.name!r} produced no tokens with this tokenizer: {_describe(ccfg)}")
+    for c in (counts, held_counts):
+        c["kept_fraction"] = 1 - c["truncated_tokens"] / c["corpus_tokens"] if c["corpus_tokens"] else 1.0
+    report_kept(ccfg, counts, held_counts if fraction else None, progress)
 
     files = {name: _file_entry(tmp / name) for name in ("tokenizer.json", "vocab.txt")}
     files.update(writer.file_entries())
@@ -244,6 +250,26 @@ def _build(
         json.dump(manifest, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+
+
+MAX_DROPPED = 0.01  # a build that loses more of its corpus than this says so in a warning
+
+
+def report_kept(ccfg: CorpusConfig, counts: dict, held: dict | None, log: bool) -> None:
+    """The share of the corpus's tokens that reached the shards (all of it with corpus.overflow=split); a
+    warning when more than MAX_DROPPED of either split was cut."""
+    parts = [("training", counts)] + ([("held-out", held)] if held else [])
+    if log:
+        print(f"{ccfg.name}: " + "; ".join(f"{what} split {c['corpus_tokens'] - c['truncated_tokens']:,} of "
+                                           f"{c['corpus_tokens']:,} corpus tokens in the shards "
+                                           f"({100 * c['kept_fraction']:.1f}%)" for what, c in parts),
+              file=sys.stderr)
+    for what, c in parts:
+        if 1 - c["kept_fraction"] > MAX_DROPPED:
+            warnings.warn(f"corpus {ccfg.name!r}: the {what} split lost {c['truncated_tokens']:,} of its "
+                          f"{c['corpus_tokens']:,} tokens ({100 * (1 - c['kept_fraction']):.1f}%) to "
+                          f"corpus.overflow={ccfg.overflow}: units (lines, paragraphs) longer than what was left "
+                          "of their example were cut. corpus.overflow=split keeps them.", stacklevel=3)
 
 
 def is_heldout(doc: list[str], fraction: float) -> bool:
@@ -442,6 +468,15 @@ def _tokenizer_fingerprint(cfg: TokenizerConfig) -> Any:
     path = Path(str(cfg.path)).expanduser()
     files = [path] if path.is_file() else [p for p in (path / "tokenizer.json", path / "vocab.txt") if p.is_file()]
     return [sha256_file(p) for p in files] or str(cfg.path)
+
+
+def _corpus_key(cfg: CorpusConfig) -> dict[str, Any]:
+    """The corpus settings in a data dir's cache key. overflow=truncate, what every build did before the
+    setting existed, is left out, so that those data dirs keep their names."""
+    key = dataclasses.asdict(cfg)
+    if key["overflow"] == "truncate":
+        del key["overflow"]
+    return key
 
 
 def _describe(cfg: CorpusConfig) -> str:

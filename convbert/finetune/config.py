@@ -16,6 +16,7 @@ from convbert.config import (
     check_bools,
     check_int,
     check_ints,
+    check_seed,
     from_mapping,
     move_renamed,
     reject_unknown,
@@ -149,12 +150,14 @@ class FinetuneConfig:
             warnings.warn(f"'{old}' is deprecated and will be removed: use '{use}'", FutureWarning, stacklevel=2)
         cfg.pop("paths", None)  # only used by the config's interpolations
         reject_unknown("fine-tuning", cfg, [f.name for f in dataclasses.fields(cls)] + ["paths"])
+        check_seed("seed", cfg.get("seed", 1))
         seeds = cfg.get("seeds")
-        if seeds is not None and (not isinstance(seeds, list) or not seeds or
-                                  not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        if seeds is not None and (not isinstance(seeds, list) or not seeds):
             raise ConfigError(f"seeds={seeds!r}: must be null or a non-empty list of integers, e.g. seeds=[1,2,3]")
+        for s in seeds or ():
+            check_seed("seeds[]", s)
         optim = {**FINETUNE_OPTIM, **(cfg.get("optim") or {})}
-        return cls(task=cfg.get("task"), seed=int(cfg.get("seed", 1)), seeds=cfg.get("seeds"), init=cfg.get("init"),
+        return cls(task=cfg.get("task"), seed=cfg.get("seed", 1), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
                    model=ModelConfig.from_dict(cfg.get("model") or {}),
                    optim=from_mapping(OptimConfig, "optim", optim),

@@ -58,6 +58,7 @@ class TaskAdapter(Protocol):
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
     def evaluate(self, model: torch.nn.Module, epoch: int, last: bool, autocast) -> dict[str, float]: ...
     def finish(self, model: torch.nn.Module, run_dir: Path, autocast) -> TaskOutput: ...
+    def untrained_loss(self) -> tuple[float, str]: ...  # what loss() scores for an untrained model, and its name
     def hparams(self) -> dict[str, Any]: ...
 
 
@@ -194,7 +195,7 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
         return metrics
 
     fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
-                 run_dir / "checkpoint", stop, precision)
+                 run_dir / "checkpoint", stop, precision, adapter.untrained_loss())
     if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
         with torch.no_grad(), autocast():
             adapter.evaluate(model, last_epoch, True, autocast)

@@ -20,7 +20,8 @@ import torch
 from convbert.config import ConvBertConfig
 from convbert.finetune.config import TrainerConfig
 from convbert.train import Precision, Tracker
-from convbert.train.checkpoint import find_latest, load_checkpoint, save_checkpoint
+from convbert.train.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
+from convbert.train.divergence import Diverged, loss_diverged
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import resolve_precision
 from convbert.train.signals import Preempted, StopRequest
@@ -70,6 +71,20 @@ def predict_batches(model: torch.nn.Module, lengths: np.ndarray, batch_size: int
         yield idx, out, forward_flops(model.config, n_params, *batch["input_ids"].shape)
 
 
+def check_diverged(model: torch.nn.Module, train_loss: float, untrained_loss: tuple[float, str] | None,
+                   when: str) -> None:
+    """Diverged weights still predict a class, and that accuracy would be reported (and win a search): stop on
+    non-finite weights, or an epoch's mean training loss far above an untrained model's. (The fp16 scaler
+    skips the steps whose gradients overflow, so only a real divergence gets here.)"""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    why = f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else None
+    if not bad and untrained_loss is not None:
+        why = loss_diverged("the mean training loss", train_loss, *untrained_loss)
+    if why:
+        loss = "" if why.startswith("the mean") else f", mean training loss {train_loss:.4g}"
+        raise Diverged(f"training diverged {when}: {why}{loss}; lower optim.lr")
+
+
 @dataclass
 class FitState:
     """Where training is: saved in every checkpoint, so that a resumed job continues bit-identically."""
@@ -104,8 +119,12 @@ def _resume(ckpt_dir: Path | None, parts: dict[str, Any], tracker: Tracker | Non
             keep_metrics_until(tracker.run_dir, 0)
         return None
     ck = load_checkpoint(latest)
-    for name, obj in parts.items():
-        obj.load_state_dict(ck[name])
+    try:
+        for name, obj in parts.items():
+            obj.load_state_dict(ck[name])
+    except (KeyError, RuntimeError, ValueError) as e:  # another model's (or job's) checkpoint
+        raise CheckpointError(f"cannot resume from {latest}: it does not fit this job ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}); move it away to start the job over") from e
     torch.set_rng_state(ck["rng"])
     state = FitState(**ck["fit"])
     if tracker is not None and tracker.enabled:  # steps logged after the checkpoint are logged again
@@ -128,13 +147,16 @@ def fit(
     ckpt_dir: Path | None = None,
     stop: StopRequest | None = None,
     precision: Precision | None = None,
+    untrained_loss: tuple[float, str] | None = None,
 ) -> FitResult:
     """Train `model` for trainer.epochs epochs. batches(epoch) yields dicts of tensors (on CPU; moved here)
     with "input_ids" [B, T], the same ones for the same epoch; loss_fn(model, batch) -> scalar loss.
     evaluate(epoch) runs after every epoch and returns metrics (logged as eval/<name>; "_flops" counted).
     With ckpt_dir: continues from its latest checkpoint, checkpoints after every epoch and, when `stop` was
     requested, after the current step, then raises Preempted. `precision`: the caller's (its fp16 scaler is
-    checkpointed here), else trainer.precision's. The model ends in eval mode."""
+    checkpointed here), else trainer.precision's. `untrained_loss`: what an untrained model's loss_fn scores,
+    and how to say it (e.g. (0.693, "ln 2")), to stop a run that diverged without leaving finite numbers.
+    The model ends in eval mode."""
     if not trainer.epochs:
         raise ValueError("fit needs trainer.epochs")
     total = trainer.epochs * steps_per_epoch
@@ -193,13 +215,7 @@ def fit(
                                 f"command to continue")
         s.train_time_s += time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": (s.loss_sum / max(s.loss_n, 1)).item()}
-        # diverged weights still predict a class, and that accuracy would be reported (and win a search); the fp16
-        # scaler skips the steps whose gradients overflow, so only a real divergence gets here
-        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (step {s.step}): non-finite weights "
-                                     f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}), mean training loss "
-                                     f"{row['train_loss']}; lower optim.lr")
+        check_diverged(model, row["train_loss"], untrained_loss, f"in epoch {epoch + 1} (step {s.step})")
         if evaluate is not None:
             model.eval()
             with torch.no_grad(), precision.autocast():

@@ -5,6 +5,7 @@ files of the test sets (submission/)."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,13 @@ class Adapter:
         if self.task.is_regression:
             return F.mse_loss(logits[:, 0].float(), batch["labels"].float())
         return F.cross_entropy(logits.float(), batch["labels"])
+
+    def untrained_loss(self) -> tuple[float, str]:
+        """Uniform class probabilities (ln C), or, for regression, predictions near 0: the mean squared label."""
+        if self.task.is_regression:
+            labels = np.asarray(self.train_feats.labels, dtype=np.float64)
+            return max(float(np.mean(labels**2)), 1e-3), "the mean squared training label"
+        return math.log(self.task.num_labels), f"ln {self.task.num_labels}"
 
     def _predict(self, model: torch.nn.Module, feats: Features, autocast) -> tuple[np.ndarray, float]:
         logits, flops = predict(model, feats, self.eval_bs, next(model.parameters()).device, self.pad_id, autocast,

@@ -20,6 +20,7 @@ from convbert.config import (
     check_bools,
     check_int,
     check_ints,
+    check_seed,
     dotted_parent,
     from_mapping,
     move_renamed,
@@ -48,7 +49,7 @@ RENAMED = {"trainer.lr": "optim.lr", "trainer.weight_decay": "optim.weight_decay
            "trainer.warmup_steps": "optim.warmup_steps"}
 # settings added after runs were written without them, with the value those runs used
 PREDATED = {"optim.bias_correction": True, "optim.warmup_fraction": None, "optim.layer_decay": None,
-            "optim.layer_decay_variant": "electra", "heldout_fraction": 0.0}
+            "optim.layer_decay_variant": "electra", "heldout_fraction": 0.0, "corpus.overflow": "truncate"}
 
 
 @dataclass
@@ -197,8 +198,8 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     if missing:
         raise ConfigError(f"pretraining config lacks {missing}")
     seed, data_seed = cfg.get("seed", 1), cfg.get("data_seed", 12345)
-    check_int("seed", seed, low=None)
-    check_int("data_seed", data_seed, low=None)
+    check_seed("seed", seed)
+    check_seed("data_seed", data_seed)
     resume = cfg.get("resume", "auto")
     if resume not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")

@@ -10,6 +10,7 @@ are never written, and a finished run whose export failed retries only the expor
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -48,6 +49,7 @@ from convbert.pretrain.evaluate import HeldOutEval
 from convbert.pretrain.state import TrainState
 from convbert.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
+from convbert.train.divergence import Diverged, loss_diverged
 from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.plot import plot_curves
@@ -176,13 +178,26 @@ def build_state(c: PretrainConfig, info: DistInfo, config: ConvBertConfig, datas
 
 
 def resume(state: TrainState, r: Run) -> None:
-    """Load the newest readable, finite checkpoint (older ones are tried when it is not)."""
-    def finite(s: dict) -> None:
-        bad = [k for k, v in s["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    """Load the newest readable checkpoint with finite weights of this model's shape (older ones are tried when
+    it is not)."""
+    own = {k: v.shape for k, v in state.model.state_dict().items()}
+
+    def usable(s: dict) -> None:
+        saved = s["model"]
+        if set(saved) != set(own):
+            extra, missing = sorted(set(saved) - set(own)), sorted(set(own) - set(saved))
+            parts = [f"{len(names)} {what} (e.g. {names[0]})" for names, what in
+                     ((missing, "of this model's weights missing"), (extra, "weights this model lacks")) if names]
+            raise ValueError(f"written for another model: {'; '.join(parts)}")
+        shape = next((k for k, v in saved.items() if v.shape != own[k]), None)
+        if shape is not None:
+            raise ValueError(f"written for another model shape: {shape} is {list(saved[shape].shape)}, this model's "
+                             f"is {list(own[shape])}")
+        bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"non-finite weights ({bad[0]})")
 
-    found = load_latest(r.ckpt_dir, finite)
+    found = load_latest(r.ckpt_dir, usable)
     if found is not None:
         path, saved = found
         state.load_state_dict(saved)
@@ -205,6 +220,8 @@ def train(state: TrainState, r: Run) -> None:
             row.update({f"heldout_{k}": v for k, v in r.evaluate(state.model, state.precision).items()})
         if row:
             r.tracker.log(row, state.step)
+        if "mlm_loss" in row:  # logged first: the diverged row is there to see
+            check_losses(row, state, r)
         if state.step % t.ckpt_every == 0 or state.step == t.end:
             checkpoint(state, r)
             last_ckpt = state.step
@@ -289,11 +306,22 @@ def _finite(v: Any) -> bool:
     return not isinstance(v, float) or v == v and abs(v) != float("inf")
 
 
+def check_losses(metrics: dict[str, float], state: TrainState, r: Run) -> None:
+    """Divergence that stays finite: a window's MLM or RTD loss far above an untrained model's (ln V for the
+    generator's V-way prediction, ln 2 for the discriminator's). Every rank sees the same reduced metrics."""
+    v = r.config.vocab_size
+    why = (loss_diverged("mlm_loss", metrics["mlm_loss"], math.log(v), f"ln {v}")
+           or loss_diverged("rtd_loss", metrics["rtd_loss"], math.log(2), "ln 2"))
+    if why:
+        raise_non_finite(state, r, f"training diverged by step {state.step}: {why}")
+
+
 def raise_non_finite(state: TrainState, r: Run, what: str) -> None:
     last = list_checkpoints(r.ckpt_dir)
-    raise FloatingPointError(f"{what}: stopping without writing a checkpoint or export of these weights. Last "
-                             f"checkpoint (finite weights): {last[-1] if last else 'none'}. Try a lower optim.lr, "
-                             "trainer.precision=fp32, or trainer.max_bad_steps > 0 to skip rare bad steps.")
+    raise Diverged(f"{what}: stopping without writing a checkpoint or export of these weights. Last checkpoint "
+                   f"(checked when written): {last[-1] if last else 'none'}. Try a lower optim.lr or a longer "
+                   "optim.warmup_steps, trainer.precision=fp32, or trainer.max_bad_steps > 0 to skip rare steps "
+                   "with non-finite gradients.")
 
 
 def stop_requested(state: TrainState, r: Run) -> bool:
@@ -307,9 +335,13 @@ def stop_requested(state: TrainState, r: Run) -> bool:
 
 
 def checkpoint(state: TrainState, r: Run) -> Path:
-    """Every rank contributes (RNG states are gathered); rank 0 writes, after checking the weights."""
+    """Every rank contributes (RNG states are gathered); rank 0 writes, after checking the weights and the
+    losses of the steps not yet logged."""
     if not state.weights_finite():
         raise_non_finite(state, r, f"non-finite weights at step {state.step}")
+    window = all_reduce_sum(state.window.clone())
+    if window[STAT_KEYS.index("tokens")] > 0:
+        check_losses(summarize(dict(zip(STAT_KEYS, window.tolist(), strict=True))), state, r)
     saved = state.state_dict()
     path = r.ckpt_dir / f"step_{state.step:08d}.pt"
     if r.info.is_main:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from convbert.config import ConfigError, ConvBertConfig, check_bools, check_ints, from_mapping
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches
 from convbert.model import ConvBertForQuestionAnswering
-from convbert.squad.data import LoadReport, SquadExample, gold_answers, load_squad
+from convbert.squad.data import OFFICIAL_FILES, LoadReport, SquadExample, gold_answers, load_squad
 from convbert.squad.features import FeatureConfig, SquadFeatures, build_features
 from convbert.squad.postprocess import PostprocessConfig, Predictions, postprocess
 from convbert.squad.scoring import score_squad_v1, score_squad_v2
@@ -126,6 +127,21 @@ def score(examples: list[SquadExample], preds: Predictions, v2: bool, null_thres
     return score_squad_v2(gold, preds.best_spans, preds.null_odds, null_threshold)
 
 
+def check_official_dir(path: Path, version: str) -> None:
+    """data.dir for SQuAD: the official json files (or one of them), checked before any work; a GLUE dir or a
+    datasets copy given there would otherwise fail inside `datasets` with an unrelated complaint."""
+    if path.suffix == ".json" and path.is_file():
+        return
+    if not path.exists():
+        raise ConfigError(f"data.dir={path} does not exist")
+    wanted = [OFFICIAL_FILES[version, split] for split in ("train", "validation")]
+    missing = [name for name in wanted if not (path / name).is_file()]
+    if missing:
+        raise ConfigError(f"data.dir={path} lacks {', '.join(missing)}: for SQuAD {version} it takes the directory "
+                          f"of the official files ({', '.join(wanted)}); a copy of a hub dataset goes in "
+                          "data.hub_path")
+
+
 class Adapter:
     """SQuAD for convbert.finetune.run_job."""
 
@@ -139,6 +155,8 @@ class Adapter:
         if null_score == "auto":
             null_score = "classifier" if self.use_classifier else "span"
         self.pcfg = PostprocessConfig(t.n_best, t.max_answer_length, null_score, float(t.null_threshold))
+        if cfg.data.dir is not None:
+            check_official_dir(Path(cfg.data.dir), t.version)
 
     def _load(self, split: str, limit: int | None) -> tuple[list[SquadExample], LoadReport]:
         d = self.cfg.data
@@ -170,6 +188,14 @@ class Adapter:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return qa_loss(model, batch, self.t.answerable_weight)
+
+    def untrained_loss(self) -> tuple[float, str]:
+        """Uniform start and end positions over at most task.max_length (+ the answerable classifier's ln 2)."""
+        value, what = math.log(self.max_length), f"ln {self.max_length}"
+        if self.use_classifier:
+            value += self.t.answerable_weight * math.log(2)
+            what += f" + {self.t.answerable_weight} ln 2"
+        return value, what
 
     def evaluate(self, model: torch.nn.Module, epoch: int, last: bool, autocast) -> dict[str, float]:
         if not (last or self.t.eval_every_epoch):
