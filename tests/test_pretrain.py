@@ -277,6 +277,11 @@ def test_resume_check_understands_old_spellings(tmp_path):
         check_resume_config(old, {**new, "optim": {**new["optim"], "lr": 3e-4}}, tmp_path)
     with pytest.raises(ConfigError, match=r"heldout_fraction: 0.0 -> 0.05"):
         check_resume_config(old, {**new, "heldout_fraction": 0.05}, tmp_path)
+    # built before corpus.overflow existed: with ELECTRA's truncation, which the new default changes
+    old["corpus"], new["corpus"] = {"source": "pydocs"}, {"source": "pydocs", "overflow": "split"}
+    with pytest.raises(ConfigError, match=r"corpus.overflow: 'truncate' -> 'split'"):
+        check_resume_config(old, new, tmp_path)
+    check_resume_config(old, {**new, "corpus": {"source": "pydocs", "overflow": "truncate"}}, tmp_path)
 
 
 @pytest.mark.slow  # end to end: torchrun with 2 ranks
