@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS TASK
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint data pretrain glue search squad table reproduce bench bench-model bench-data bench-finetune gpu-check clean
+.PHONY: help venv test test-fast lint data pretrain glue search squad baselines table reproduce bench bench-model bench-data bench-finetune gpu-check clean
 
 help: ## list the targets and the variables
 	@echo "Targets:"
@@ -56,6 +56,9 @@ search: $(STAMP) ## Optuna lr/epochs/layer-decay search for TASK=<task> on INIT 
 
 squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
 	$(PY) -m pipelines.finetune -m task=squad1,squad2 init=$(INIT) $(ARGS)
+
+baselines: $(STAMP) ## majority-class and bag-of-words reference rows for TASKS on GLUE_DIR (make table adds them itself)
+	$(PY) -m pipelines.baselines tasks=[$(TASKS)] $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)

@@ -16,7 +16,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.io import sha256_prefix
+from convbert.io import read_json, sha256_prefix
 from convbert.train.proc import run_child
 from convbert.train.runinfo import recorded_changes
 from pipelines import run_hydra
@@ -60,30 +60,69 @@ def pretrain_run(experiment: str | None, pretrain_args: list[str]) -> tuple[str,
 
 
 def run_experiment(experiment: str | None, name: str, c: dict, out: Path, seeds: list[int],
-                   finetune_args: list[str]) -> list[str]:
-    """pretrain -> GLUE sweep for one experiment (its pretraining run is `name`); returns the failed stages."""
+                   finetune_args: list[str], random_init: bool) -> list[str]:
+    """pretrain -> GLUE sweep for one experiment (its pretraining run is `name`), and with random_init the same
+    sweep from random weights of the same architecture; returns the failed stages."""
     pretrain_dir = Path(c["pretrain_root"]) / name
     if not stage(f"pretrain {name}", ["pipelines.pretrain", *pretrain_overrides(experiment, c["pretrain_args"]),
                                       f"hydra.run.dir={pretrain_dir}"]):
         return [f"pretrain {name}"]
-    glue_out, failed = out / name / "glue", []
-    settings = {"init_checkpoint_id": sha256_prefix(pretrain_dir / "hf" / "model.safetensors"),
-                "finetune_args": finetune_args, "glue_dir": c["glue_dir"]}
-    if not check_glue_settings(glue_out, settings):
-        return [f"glue {name}"]
+    weights = {"init_checkpoint_id": sha256_prefix(pretrain_dir / "hf" / "model.safetensors")}
+    failed = glue_sweep(name, [f"init={pretrain_dir.resolve()}"], weights, out / name / "glue", c, seeds,
+                        finetune_args)
+    if random_init:
+        args = random_init_args(pretrain_dir)
+        failed += glue_sweep(f"{name} (random init)", args, {"random_init": args}, out / name / "glue-random-init",
+                             c, seeds, finetune_args)
+    return failed
+
+
+def glue_sweep(label: str, init_args: list[str], init: dict, glue_out: Path, c: dict, seeds: list[int],
+               finetune_args: list[str]) -> list[str]:
+    """Every task's missing seeds from one init, as one Hydra multirun per task; returns the failed ones."""
+    if not check_glue_settings(glue_out, {**init, "finetune_args": finetune_args, "glue_dir": c["glue_dir"]}):
+        return [f"glue {label}"]
+    failed = []
     for task in c["tasks"]:
         todo = missing_seeds(glue_out, task, seeds)
         if not todo:
-            log.info("[glue] %s %s: all seeds done, reusing", name, task)
+            log.info("[glue] %s %s: all seeds done, reusing", label, task)
             continue
-        args = ["pipelines.finetune", "-m", f"task={task}", "seed=" + ",".join(map(str, todo)),
-                f"init={pretrain_dir.resolve()}", f"hydra.sweep.dir={glue_out}",
-                "hydra.sweep.subdir=${task.name}-seed${seed}", *finetune_args]
+        args = ["pipelines.finetune", "-m", f"task={task}", "seed=" + ",".join(map(str, todo)), *init_args,
+                f"hydra.sweep.dir={glue_out}", "hydra.sweep.subdir=${task.name}-seed${seed}", *finetune_args]
         if c["glue_dir"]:
             args.append(f"data.dir={c['glue_dir']}")
-        if not stage(f"glue {name} {task}", args):
-            failed.append(f"{name} {task}")  # the other tasks go on; the table shows what is missing
+        if not stage(f"glue {label} {task}", args):
+            failed.append(f"{label} {task}")  # the other tasks go on; the table shows what is missing
     return failed
+
+
+def random_init_args(pretrain_dir: Path) -> list[str]:
+    """Fine-tuning overrides for the run's architecture and vocabulary with random weights (init=null): the
+    model settings its pretrain_summary.json records, so that only pretraining differs."""
+    model = read_json(pretrain_dir / "pretrain_summary.json")["model"]
+    preset = read_json(pretrain_dir / "config.json")["model"]["preset"]
+
+    def value(v: object) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    fields = [f"model.{k}={value(v)}" for k, v in model.items() if k not in ("name", "vocab_size") and v is not None]
+    return ["init=null", f"model.preset={preset}", f"model.vocab={(pretrain_dir / 'vocab.txt').resolve()}", *fields]
+
+
+def report_collapsed(out: Path) -> None:
+    """Name the fine-tuning jobs whose dev predictions collapsed onto one answer, and what to try."""
+    from convbert.glue.metrics import COLLAPSE_ADVICE
+    from convbert.report import aggregate, collect
+    from convbert.report.aggregate import collapsed_jobs
+
+    try:
+        jobs = collapsed_jobs(aggregate(collect([out])))
+    except ValueError:  # no results at all: the failures were reported already
+        return
+    if jobs:
+        log.warning("collapsed fine-tuning jobs (marked ! in the table):\n  %s\nFor these, %s", "\n  ".join(jobs),
+                    COLLAPSE_ADVICE)
 
 
 @hydra.main(config_path="../conf", config_name="reproduce", version_base="1.3")
@@ -104,11 +143,15 @@ def main(cfg: DictConfig) -> None:
     finetune_args = (c["smoke_scale"]["finetune_args"] if smoke else []) + c["finetune_args"]
     out = Path(c["output_dir"]) / (c["name"] or "+".join(names if experiments == [None] else experiments))
 
+    random_init = c["random_init"] if c["random_init"] != "auto" else smoke
     failed = []
     for experiment, name in zip(experiments, names, strict=True):
-        failed += run_experiment(experiment, name, c, out, seeds, finetune_args)
-    # one table over every experiment's results: rows side by side, and the comparison when there are two
-    table_ok = stage("table", ["pipelines.table", f"runs_dir={out}", f"output_dir={out / 'table'}"])
+        failed += run_experiment(experiment, name, c, out, seeds, finetune_args, random_init)
+    # one table over every experiment's results: rows side by side, and the comparison of the two experiments
+    # (or, for one experiment, of its pretrained and random-init rows)
+    compare = [f"compare=[{names[0]},{names[1]}]"] if len(names) == 2 else []
+    table_ok = stage("table", ["pipelines.table", f"runs_dir={out}", f"output_dir={out / 'table'}", *compare])
+    report_collapsed(out)
     if failed or not table_ok:
         log.error("finished with failures: %s", ", ".join(failed + ([] if table_ok else ["table"])))
         sys.exit(1)

@@ -10,7 +10,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.report import ReportError, Table, aggregate, collect, compare, load_references, to_markdown
+from convbert.report.baselines import baseline_rows
 from convbert.report.compare import Comparison
+from convbert.report.tasks import GLUE_TASKS
 from convbert.report.tracking import log_to_wandb
 from convbert.report.writers import write_outputs
 from pipelines import run_hydra
@@ -37,7 +39,11 @@ def build(cfg: DictConfig) -> tuple[Table, Comparison | None]:
     refs = load_references(cfg.reference_file) if cfg.references else []
     seeds = list(cfg.seeds) if cfg.seeds is not None else None
     tasks = list(cfg.tasks) if cfg.tasks is not None else None
-    table = aggregate(results, seeds=seeds, tasks=tasks, duplicates=cfg.duplicates, references=refs)
+    fitted, notes = [], []
+    if cfg.baselines.enabled:  # majority class and bag of words on the jobs' own data
+        fitted, notes = baseline_rows(results, tuple(tasks or GLUE_TASKS), cfg.baselines.cache_dir)
+    table = aggregate(results, seeds=seeds, tasks=tasks, duplicates=cfg.duplicates, references=fitted + refs)
+    table.notes += notes
     pair = _pair(cfg, table)
     b = cfg.bootstrap
     if pair is None:

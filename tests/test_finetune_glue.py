@@ -83,6 +83,11 @@ def test_single_job_from_pretraining_run_dir(env, tmp_path):
     pred = np.array([int(r["prediction"]) for r in rows])
     assert res["metrics"]["accuracy"] == pytest.approx(100 * skm.accuracy_score(y, pred))
     assert res["metrics"]["f1"] == pytest.approx(100 * skm.f1_score(y, pred, zero_division=0))
+    # the dev prediction distribution, and whether it collapsed onto one class (the table marks those)
+    spread = res["dev_predictions"]["validation"]
+    assert spread["counts"] == {str(c): int((pred == c).sum()) for c in np.unique(pred)}
+    assert res["collapsed"] == spread["collapsed"] == (spread["top_share"] >= 0.95)
+    assert res["data"]["dir"] == str(env / "glue") and res["data"]["max_train_examples"] is None
     sub = read_tsv(out / "submission" / "MRPC.tsv")
     assert [r["index"] for r in sub] == [str(i) for i in range(6)] and {r["prediction"] for r in sub} <= {"0", "1"}
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -72,3 +72,21 @@ def test_edge_cases_are_quiet_and_documented(recwarn):
     assert not [w for w in recwarn.list if issubclass(w.category, (RuntimeWarning, UserWarning))]
     s = task_metrics(get_task("stsb"), "validation", np.full(4, np.nan), np.array([0, 2.5, 3, 5]))
     assert all(np.isnan(v) for v in s.values())
+
+
+def test_prediction_spread_flags_a_collapsed_classifier_or_regressor():
+    from convbert.glue.metrics import prediction_spread
+
+    rte, stsb = get_task("rte"), get_task("stsb")
+    labels = np.array([0, 1] * 50)
+    one_class = np.array([1] * 96 + [0] * 4)
+    s = prediction_spread(rte, one_class, labels)
+    assert s == {"counts": {"0": 4, "1": 96}, "top_share": 0.96, "collapsed": True}
+    assert not prediction_spread(rte, np.array([1] * 94 + [0] * 6), labels)["collapsed"]  # 94% is a (weak) model
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 5, 200)
+    flat = 2.5 + 0.01 * rng.standard_normal(200)  # the label mean, give or take 0.01: no signal
+    s = prediction_spread(stsb, flat, scores)
+    assert s["collapsed"] and s["label_std"] == pytest.approx(np.std(scores)) and s["std"] < 0.02
+    assert not prediction_spread(stsb, scores + rng.normal(0, 1, 200), scores)["collapsed"]
+    assert prediction_spread(stsb, np.full(200, np.nan), scores)["collapsed"]

@@ -3,6 +3,7 @@ its ELECTRA baseline) in one table, and a rerun that reuses it all."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def test_reproduce_two_experiments_one_table_and_rerun_reuses_outputs(tmp_path):
     table = (out / "table" / "table.md").read_text()
     assert "RTE" in table.upper() and "STS" in table.upper()
     assert "## Comparison: tiny-mixed-pydocs vs tiny-self-pydocs" in table  # same seeds, one table
+    # what pretraining bought (smoke scale: random-init rows of both architectures), and what a trivial model
+    # and a bag of words score on the same examples
+    for row in ("random-custom-mixed", "random-custom-self", "majority class°", "bag of words°"):
+        assert f"| {row} |" in table, table
+    for run in RUNS:
+        assert len(list((out / run / "glue-random-init").glob("*/results.json"))) == 4
+    collapsed = [p for p in out.glob("*/*/*/results.json") if json.loads(p.read_text())["collapsed"]]
+    log = first.stdout + first.stderr
+    assert all(str(p) in log for p in collapsed)  # named at the end, with what to try
+    assert not collapsed or "try another optim.lr" in log
 
     second = reproduce(tmp_path, glue)
     assert second.returncode == 0, second.stderr[-5000:]

@@ -25,6 +25,7 @@ from convbert.report import (
     to_markdown,
     write_outputs,
 )
+from convbert.report.aggregate import collapsed_jobs
 from convbert.report.compare import min_p_value
 from convbert.report.tasks import ELECTRA_TASKS, GLUE_TASKS, MAIN_METRIC, TASK_METRICS
 
@@ -132,6 +133,19 @@ def test_scores_on_part_of_the_dev_set_are_noted(tmp_path):
     path.write_text(json.dumps({**res, "dev_examples": {"used": 300, "total": 277}}))
     with pytest.raises(ReportError, match="dev_examples"):
         aggregate(collect([tmp_path], on_error="raise"))
+
+
+def test_collapsed_runs_are_marked_and_named(tmp_path):
+    write_model(tmp_path, tasks=["rte", "sst2"], seeds=(1, 2, 3))
+    path = tmp_path / "ckptA-vocab1-rte-2" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "collapsed": True}))
+    table = aggregate(collect([tmp_path]))
+    row = table.row("convbert-small")
+    assert row.cells["rte"].collapsed == (2,) and row.cells["sst2"].collapsed == ()
+    md = to_markdown(table)
+    assert "| 92.0 | – | – | – | – | – | 67.0! |" in md  # the RTE median carries the mark, SST-2 does not
+    assert any(n.startswith("! convbert-small: RTE collapsed in 1 of 3 seed(s) (2)") for n in table.notes)
+    assert collapsed_jobs(table) == [f"convbert-small: RTE seed 2 ({path})"]
 
 
 def test_different_vocab_or_checkpoint_never_merged(tmp_path):

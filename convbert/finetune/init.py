@@ -149,7 +149,8 @@ def load_init(
         tok = load_tokenizer(tokenizer)
         config = ConvBertConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), **overrides)
         _check_vocab(tok, config, str(tokenizer_file(tokenizer)), f"preset {preset}")
-        info = dict(name=f"random-{preset}", preset=preset, attention=config.attention, init="random",
+        arch = match_preset(config)  # the preset with overrides may be another size
+        info = dict(name=f"random-{arch}-{config.attention}", preset=arch, attention=config.attention, init="random",
                     init_kind="random", checkpoint_id="random", vocab_id=vocab_id(tok))
         return Pretrained(ConvBertModel(config), config, tok, info, None)
 

@@ -88,3 +88,24 @@ def task_metrics(task: GlueTask, split: str, preds, labels) -> dict[str, float]:
     suffix = task.metric_suffix(split)
     names = dict.fromkeys(m.removesuffix("_mm").removesuffix("_m") for m in task.metrics)
     return {f"{name}{suffix}": 100.0 * METRICS[name](preds, labels) for name in names}
+
+
+# ---- collapse: a model that ignores its input (docs/design.md §5) ----
+COLLAPSE_SHARE = 0.95  # a classifier predicting one class for at least this share of dev examples
+COLLAPSE_SPREAD = 0.05  # a regressor whose predictions' std is below this fraction of the labels' std
+COLLAPSE_ADVICE = ("the model predicts (nearly) the same answer for every dev example; try another optim.lr "
+                   "(often lower), more trainer.epochs, or more training examples (data.max_train_examples)")
+
+
+def prediction_spread(task: GlueTask, preds, labels) -> dict[str, object]:
+    """How the dev predictions are distributed, and whether they collapsed onto one answer: the predicted
+    classes' counts and the largest share, or the predictions' and labels' standard deviations."""
+    preds, labels = _check(preds, labels)
+    if task.is_regression:
+        std, label_std = float(np.std(preds)), float(np.std(labels))
+        collapsed = not std > COLLAPSE_SPREAD * label_std  # NaN predictions count as collapsed
+        return {"std": std, "label_std": label_std, "collapsed": collapsed}
+    classes, counts = np.unique(preds.astype(np.int64), return_counts=True)
+    top = float(counts.max() / len(preds))
+    return {"counts": {str(c): int(n) for c, n in zip(classes, counts, strict=True)}, "top_share": top,
+            "collapsed": top >= COLLAPSE_SHARE}

@@ -18,7 +18,7 @@ from convbert.config import ConfigError, ConvBertConfig, check_bools, from_mappi
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches, run_job
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
 from convbert.glue.features import Features, collate, concat_features, featurize
-from convbert.glue.metrics import task_metrics
+from convbert.glue.metrics import COLLAPSE_ADVICE, prediction_spread, task_metrics
 from convbert.glue.submission import write_submission
 from convbert.glue.tasks import HUB_DATASET, GlueTask, get_task
 from convbert.model import ConvBertForSequenceClassification
@@ -174,10 +174,19 @@ class Adapter:
             check_finite(self.task, s, preds)
             submissions[s] = str(write_submission(self.task, s, feats.idx, preds, run_dir / "submission"))
         metrics = {k: self.metrics[k] for k in self.task.metrics}
+        d = self.cfg.data
         data = {"source": self.train.source, "train_examples": len(self.train),
-                "train_features": len(self.train_feats), "skipped_train_lines": len(self.train.skipped_lines)}
+                "train_features": len(self.train_feats), "skipped_train_lines": len(self.train.skipped_lines),
+                # what the score table needs to fit its reference rows on the same examples
+                "dir": str(Path(d.dir).resolve()) if d.dir else None, "hub_path": d.hub_path,
+                "max_train_examples": d.max_train_examples,
+                "max_eval_examples": d.max_eval_examples}
+        spread = {s: prediction_spread(self.task, self.dev_out[s], f.labels) for s, f in self.dev_feats.items()}
+        if any(x["collapsed"] for x in spread.values()):
+            log.warning("%s seed %s collapsed: %s; %s", self.name, self.cfg.seed, spread, COLLAPSE_ADVICE)
         return TaskOutput(metrics, pred_file, self.dev_examples, flops,
-                          {"submission_files": submissions, "data": data})
+                          {"submission_files": submissions, "data": data, "dev_predictions": spread,
+                           "collapsed": any(x["collapsed"] for x in spread.values())})
 
     def hparams(self) -> dict[str, Any]:
         return {"double_unordered": self.double}

@@ -22,6 +22,7 @@ from convbert.report.tasks import (
 )
 
 DEV_SELECTED_MARK = "§"  # hyper-parameters chosen on dev by a search
+COLLAPSED_MARK = "!"  # dev predictions collapsed onto one class / value in at least one seed
 # published rows sometimes give one number for a two-metric task without saying which metric it is
 REPORTED = "reported"
 
@@ -56,6 +57,7 @@ class Cell:
     missing_seeds: tuple[int, ...] = ()
     sources: tuple[str, ...] = ()  # results.json paths, aligned with seeds
     dev_selected: bool = False  # hyper-parameters chosen on dev by a search: the dev score is optimistic
+    collapsed: tuple[int, ...] = ()  # seeds whose dev predictions collapsed onto one answer (results.json)
 
     def value(self, metric: str) -> float | None:
         s = self.stats.get(metric)
@@ -92,11 +94,17 @@ class Row:
     compute: Compute = field(default_factory=Compute)
     averages: dict[str, Average] = field(default_factory=dict)
     published: str | None = None  # citation of a published row; None for our runs
+    baseline: str | None = None  # what a reference row fitted here on the jobs' data is (report/baselines.py)
     notes: list[str] = field(default_factory=list)
 
     @property
     def is_reference(self) -> bool:
-        return self.published is not None
+        """A published or a fitted reference row: no seeds, never compared with our models."""
+        return self.published is not None or self.baseline is not None
+
+    @property
+    def kind(self) -> str:
+        return "published" if self.published is not None else "baseline" if self.baseline is not None else "run"
 
 
 @dataclass
@@ -232,7 +240,7 @@ def _cell(task: str, results: list[Result], expected: tuple[int, ...]) -> Cell:
     values = {m: tuple(r.metrics[m] for r in rs) for m in metrics}
     return Cell(task, {m: Stats.of(v) for m, v in values.items()}, seeds, values,
                 tuple(s for s in expected if s not in seeds), tuple(r.source for r in rs),
-                any(r.dev_selected for r in rs))
+                any(r.dev_selected for r in rs), tuple(r.seed for r in rs if r.extras.get("collapsed") is True))
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -256,6 +264,12 @@ def _compute(label: str, results: list[Result]) -> tuple[Compute, list[str]]:
     return Compute(p.tokens, p.flops, p.device_hours, p.device, ft_flops, hours, len(results)), notes
 
 
+def collapsed_jobs(table: Table) -> list[str]:
+    """'<model>: <task> seed <s> (<results.json>)' for every run whose dev predictions collapsed."""
+    return [f"{row.label}: {TASK_TITLES[t]} seed {seed} ({cell.sources[cell.seeds.index(seed)]})"
+            for row in table.models for t, cell in row.cells.items() for seed in cell.collapsed]
+
+
 def _missing_notes(row: Row, tasks: Sequence[str]) -> list[str]:
     notes = []
     absent = [t for t in tasks if t not in row.cells]
@@ -263,6 +277,10 @@ def _missing_notes(row: Row, tasks: Sequence[str]) -> list[str]:
         notes.append(f"{row.label}: no results for {', '.join(TASK_TITLES[t] for t in absent)}")
     for t in tasks:
         c = row.cells.get(t)
+        if c is not None and c.collapsed:
+            notes.append(f"{COLLAPSED_MARK} {row.label}: {TASK_TITLES[t]} collapsed in {len(c.collapsed)} of "
+                         f"{len(c.seeds)} seed(s) ({', '.join(map(str, c.collapsed))}): its dev predictions are "
+                         "(nearly) all one class or one value, so the score measures no learning")
         if c is not None and c.missing_seeds:
             missing = ", ".join(map(str, c.missing_seeds))
             notes.append(f"{row.label}: {TASK_TITLES[t]} missing seed(s) {missing} "
@@ -345,7 +363,8 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
     seeds: the seeds of the table, each task should have all of them and others are left out (None: the
     union each model ran); tasks: the columns (None:
     all of GLUE once any GLUE result exists, plus SQuAD tasks that were run); duplicates: 'latest' keeps
-    the newest file of a rerun (noted), 'error' refuses; references: published rows to append.
+    the newest file of a rerun (noted), 'error' refuses; references: published and fitted reference rows to
+    append.
     """
     if not results:
         raise ReportError("no results to aggregate")
@@ -375,7 +394,7 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
         notes += row_notes + _missing_notes(row, columns)
     taken = {r.label for r in rows}
     for ref in references:
-        if ref.label in taken:  # a run named like a published row: keep them apart
-            ref.label = f"{ref.label} (published)"
+        if ref.label in taken:  # a run named like a reference row: keep them apart
+            ref.label = f"{ref.label} ({ref.kind})"
         ref.averages = glue_averages(row_lookup(ref))
     return Table(rows + list(references), columns, notes)

@@ -43,7 +43,7 @@ def chart_png(table: Table, dpi: int = 120) -> bytes:
         ax.bar(xs, heights, width, yerr=None if row.is_reference else [lo, hi], capsize=2, color=cmap(i % 10),
                hatch="//" if row.is_reference else None, alpha=0.55 if row.is_reference else 0.95,
                edgecolor="black", linewidth=0.4,
-               label=row.label + (" (published)" if row.is_reference else ""))
+               label=row.label + (f" ({row.kind})" if row.is_reference else ""))
     ax.set_xticks(range(len(groups)), [g for g, _ in groups], fontsize=7)
     ax.set_ylabel("dev score (%), median over seeds")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from convbert.report.aggregate import AVERAGE_SHORT, DEV_SELECTED_MARK, REPORTED, Average, Row, Table
+from convbert.report.aggregate import AVERAGE_SHORT, COLLAPSED_MARK, DEV_SELECTED_MARK, REPORTED, Average, Row, Table
 from convbert.report.tasks import TASK_METRICS, metric_header
 
 MISSING = "–"
 PUBLISHED_MARK = "†"  # published number, not run here
 UNNAMED_MARK = "‡"  # one published number for a two-metric task, metric not named
+BASELINE_MARK = "°"  # reference row fitted here on the fine-tuning jobs' own data (report/baselines.py)
 COMPUTE_HEADERS = ("seeds", "pretrain tokens", "pretrain FLOPs", "pretrain device-h", "fine-tune wall-h")
 
 
@@ -44,7 +45,7 @@ def cell_text(row: Row, task: str) -> str:
     text = "/".join(num(v, digits) for v in shown)
     if cell.missing_seeds:
         text += f" ({len(cell.seeds)}/{len(cell.seeds) + len(cell.missing_seeds)})"
-    return text + (DEV_SELECTED_MARK if cell.dev_selected else "")
+    return text + (DEV_SELECTED_MARK if cell.dev_selected else "") + (COLLAPSED_MARK if cell.collapsed else "")
 
 
 def average_text(avg: Average) -> str:
@@ -66,7 +67,7 @@ def device_hours_text(row: Row) -> str:
 
 
 def row_label(row: Row) -> str:
-    return row.label + (PUBLISHED_MARK if row.is_reference else "")
+    return row.label + {"published": PUBLISHED_MARK, "baseline": BASELINE_MARK}.get(row.kind, "")
 
 
 def main_headers(table: Table) -> list[str]:

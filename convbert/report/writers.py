@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convbert.io import write_bytes_atomic, write_text_atomic
-from convbert.report.aggregate import AVERAGE_SHORT, AVERAGES, REPORTED, Average, Table
+from convbert.report.aggregate import AVERAGE_SHORT, AVERAGES, COLLAPSED_MARK, REPORTED, Average, Table
 from convbert.report.compare import Comparison
 from convbert.report.format import (
+    BASELINE_MARK,
     MISSING,
     PUBLISHED_MARK,
     UNNAMED_MARK,
@@ -76,8 +77,10 @@ def to_markdown(table: Table, comparison: Comparison | None = None) -> str:
            "Dev-set scores in percent, median over fine-tuning seeds; each column lists the task's metrics "
            "(MNLI m/mm = matched/mismatched accuracy, STS-B P/S = Pearson/Spearman, EM = exact match). "
            f"`(k/N)`: only k of N expected seeds present. `{MISSING}`: missing (not run / not published). "
-           f"{PUBLISHED_MARK}: published number, not run here. {UNNAMED_MARK}: the source gives one number "
-           "for a two-metric task without naming the metric.", ""]
+           f"{PUBLISHED_MARK}: published number, not run here. {BASELINE_MARK}: reference row fitted here on the "
+           f"same data (see below). {UNNAMED_MARK}: the source gives one number "
+           f"for a two-metric task without naming the metric. {COLLAPSED_MARK}: collapsed, the dev predictions of "
+           "at least one seed are (nearly) all one class or one value (see Notes).", ""]
     out += _md_table(main_headers(table), [main_cells(table, r) for r in table.rows])
     out += ["", "Averages (means of per-task medians; shown only when every task they need is present):"]
     out += [f"- **{AVERAGE_SHORT[k]}**: {AVERAGES[k]}" for k in AVERAGE_SHORT]
@@ -90,7 +93,14 @@ def to_markdown(table: Table, comparison: Comparison | None = None) -> str:
     if table.models:
         out += ["", "## Models (grouped by checkpoint_id, vocab_id, preset, attention)", ""]
         out += _md_models(table)
-    refs = [r for r in table.rows if r.is_reference]
+    fitted = [r for r in table.rows if r.kind == "baseline"]
+    if fitted:
+        out += ["", f"## Reference rows fitted on the same data ({BASELINE_MARK})", "",
+                "Fitted and scored here on exactly the training and dev examples the fine-tuning jobs used, with "
+                "the same metric functions; never part of a comparison. A fine-tuned model at or below them has "
+                "learned no more than the label distribution or word counts.", ""]
+        out += [f"- {r.label}: {r.baseline}" for r in fitted]
+    refs = [r for r in table.rows if r.kind == "published"]
     if refs:
         out += ["", f"## Published rows ({PUBLISHED_MARK})", ""]
         out += [f"- {r.label}: {r.published}" + (f". {' '.join(r.notes)}" if r.notes else "") for r in refs]
@@ -123,7 +133,7 @@ def table_csv(table: Table) -> str:
     rows = []
     for r in table.rows:
         c, k = r.compute, r.key
-        rows.append([r.label, "published" if r.is_reference else "run"]
+        rows.append([r.label, r.kind]
                     + [r.cells[t].value(m) if t in r.cells else None for t, m in metric_cols]
                     + [len(r.cells[t].seeds) if t in r.cells and not r.is_reference else None
                        for t in table.tasks]
@@ -131,7 +141,7 @@ def table_csv(table: Table) -> str:
                     + [c.pretrain_tokens, c.pretrain_flops, c.pretrain_device_hours, c.pretrain_device,
                        c.finetune_flops, c.finetune_hours]
                     + ([k.checkpoint_id, k.vocab_id, k.preset, k.attention] if k else [None] * 4)
-                    + [r.published])
+                    + [r.published or r.baseline])
     return _csv(header, rows)
 
 
@@ -144,7 +154,7 @@ def scores_csv(table: Table) -> str:
         for t, cell in r.cells.items():
             for m, s in cell.stats.items():
                 expected = None if r.is_reference else len(r.expected_seeds)
-                rows.append([r.label, "published" if r.is_reference else "run", t, m, s.median, s.mean, s.std,
+                rows.append([r.label, r.kind, t, m, s.median, s.mean, s.std,
                              s.min, s.max, s.n, expected, " ".join(map(str, cell.seeds)),
                              " ".join(map(str, cell.missing_seeds))])
     return _csv(header, rows)
@@ -173,7 +183,8 @@ def comparison_csv(c: Comparison) -> str:
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-                "–": "--", "−": "-", PUBLISHED_MARK: r"$^\dagger$", UNNAMED_MARK: r"$^\ddagger$"}
+                "–": "--", "−": "-", PUBLISHED_MARK: r"$^\dagger$", UNNAMED_MARK: r"$^\ddagger$",
+                BASELINE_MARK: r"$^\circ$"}
 
 
 def tex_escape(s: str) -> str:
@@ -193,8 +204,10 @@ def to_latex(table: Table) -> str:
     lines += [" & ".join(tex_escape(c) for c in main_cells(table, r)) + r" \\" for r in refs]
     caption = ("Dev-set scores (\\%), median over fine-tuning seeds. "
                + " ".join(f"{tex_escape(AVERAGE_SHORT[k])}: {tex_escape(v)}." for k, v in AVERAGES.items())
-               + r" $^\dagger$published number, not run here. $^\ddagger$one published number for a"
-               " two-metric task, metric not named. (k/N): k of N seeds present. -- : missing.")
+               + r" $^\dagger$published number, not run here. $^\circ$fitted here on the same data."
+               r" $^\ddagger$one published number for a"
+               " two-metric task, metric not named. (k/N): k of N seeds present. -- : missing."
+               f" {COLLAPSED_MARK}: dev predictions collapsed onto one class or value in at least one seed.")
     lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + caption + "}", r"\label{tab:scores}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
