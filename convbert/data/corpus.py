@@ -237,7 +237,8 @@ def _read_wide_lines(path: Path, opener: Any, encoding: str) -> Iterator[str]:
     lineno = 0
     try:
         with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding=encoding) as f:
-            for lineno, line in enumerate(f, 1):  # universal newlines; the BOM is consumed by the codec
+            # universal newlines; the BOM is consumed by the codec; lineno is read by the except clause below
+            for lineno, line in enumerate(f, 1):  # noqa: B007
                 yield line.strip()
     except UnicodeDecodeError as e:  # the codec decodes ahead in chunks: the exact line is not known
         raise DataError(f"{path}: cannot decode as {encoding} after line {lineno} ({e.reason})") from None

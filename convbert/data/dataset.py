@@ -14,7 +14,6 @@ from torch.utils.data import Dataset
 from .config import DataError
 from .shards import check_files
 
-
 SPLITS = ("train", "heldout")
 
 

@@ -132,7 +132,31 @@ def _build(
     num_workers: int,
     progress: bool,
 ) -> None:
+    """Tokenizer, shards and (last) manifest.json into `tmp`."""
     t0 = time.time()
+    tok = _tokenizer(tmp, ccfg, tcfg, progress)
+    dtype = np.dtype(np.uint16 if tok.get_vocab_size() <= 1 << 16 else np.int32)
+    fraction = key.get("heldout_fraction", 0.0)
+    writers = {False: _ShardWriter(tmp, dtype), True: _ShardWriter(tmp, dtype, prefix="heldout-")}
+    init_args = (tok.to_str(), max_seq_length, seed, dtype.str, ccfg.overflow)
+    counts = _write_shards(ccfg, writers, init_args, num_workers, fraction, progress)
+    if counts[False]["documents"] == 0:
+        raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
+    if writers[False].examples == 0:
+        raise DataError(f"corpus {ccfg.name!r} produced no tokens with this tokenizer: {_describe(ccfg)}")
+    for c in counts.values():
+        c["kept_fraction"] = 1 - c["truncated_tokens"] / c["corpus_tokens"] if c["corpus_tokens"] else 1.0
+    report_kept(ccfg, counts[False], counts[True] if fraction else None, progress)
+    manifest = _manifest(tmp, ccfg, key, tok, dtype, writers, counts, max_seq_length)
+    manifest["build_seconds"] = round(time.time() - t0, 3)
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _tokenizer(tmp: Path, ccfg: CorpusConfig, tcfg: TokenizerConfig, progress: bool) -> Any:
+    """The vocabulary, trained on the corpus (wordpiece) or loaded (pretrained), saved into `tmp`."""
     if tcfg.kind == "wordpiece":
         pipes = [p for p in corpus_mod.resolve_paths(ccfg.paths) if not p.is_file()] if ccfg.source == "text" else []
         if pipes:
@@ -152,24 +176,20 @@ def _build(
     else:
         tok = tok_mod.load_pretrained(tcfg)
     tok_mod.save(tok, tmp)
-    vocab_size = tok.get_vocab_size()
-    dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+    return tok
 
-    writer = _ShardWriter(tmp, dtype)
-    held = _ShardWriter(tmp, dtype, prefix="heldout-")
-    counts = dict(documents=0, units=0, bytes=0, corpus_tokens=0, truncated_tokens=0)
-    held_counts = dict(counts)
-    init_args = (tok.to_str(), max_seq_length, seed, dtype.str, ccfg.overflow)
+
+def _write_shards(ccfg: CorpusConfig, writers: dict[bool, _ShardWriter], init_args: tuple, num_workers: int,
+                  fraction: float, progress: bool) -> dict[bool, dict[str, int]]:
+    """Tokenize the corpus into the training (False) and held-out (True) writers; their counts."""
+    counts = {held: dict(documents=0, units=0, bytes=0, corpus_tokens=0, truncated_tokens=0) for held in writers}
     bar = None
-    fraction = key.get("heldout_fraction", 0.0)
 
     def on_result(res: dict) -> None:
-        is_held = isinstance(res["index"], str)  # held-out chunks are numbered "heldout-<n>"
-        (held if is_held else writer).add(res["tokens"], res["lengths"], res["b_starts"])
-        c = held_counts if is_held else counts
-        for k in ("documents", "units", "corpus_tokens", "truncated_tokens"):
-            c[k] += res[k]
-        c["bytes"] += res["bytes"]
+        held = isinstance(res["index"], str)  # held-out chunks are numbered "heldout-<n>"
+        writers[held].add(res["tokens"], res["lengths"], res["b_starts"])
+        for k in ("documents", "units", "corpus_tokens", "truncated_tokens", "bytes"):
+            counts[held][k] += res[k]
         if bar is not None:
             bar.update(res["bytes"])
 
@@ -188,68 +208,47 @@ def _build(
     finally:
         if bar is not None:
             bar.close()
-    writer.close()
-    held.close()
+    for w in writers.values():
+        w.close()
+    return counts
 
-    if counts["documents"] == 0:
-        raise DataError(f"corpus {ccfg.name!r} is empty: {_describe(ccfg)} gave no non-blank text")
-    if writer.examples == 0:
-        raise DataError(f"corpus {ccfg.name!r} produced no tokens with this tokenizer: {_describe(ccfg)}")
-    for c in (counts, held_counts):
-        c["kept_fraction"] = 1 - c["truncated_tokens"] / c["corpus_tokens"] if c["corpus_tokens"] else 1.0
-    report_kept(ccfg, counts, held_counts if fraction else None, progress)
 
+def _manifest(tmp: Path, ccfg: CorpusConfig, key: dict, tok: Any, dtype: np.dtype,
+              writers: dict[bool, _ShardWriter], counts: dict[bool, dict], max_seq_length: int) -> dict:
+    import tokenizers
+
+    writer, held = writers[False], writers[True]
     files = {name: _file_entry(tmp / name) for name in ("tokenizer.json", "vocab.txt")}
     files.update(writer.file_entries())
     heldout = None
-    if fraction:
+    if key.get("heldout_fraction"):
         files.update(held.file_entries())
         heldout = {
-            "fraction": fraction,
+            "fraction": key["heldout_fraction"],
             "selection": "documents whose sha256 (of their text) falls below the fraction",
-            "counts": {**held_counts, "examples": held.examples, "tokens": held.total_tokens},
+            "counts": {**counts[True], "examples": held.examples, "tokens": held.total_tokens},
             "shards": held.shards,
             "index": {"file": held.index_name, "dtype": "int32", "columns": list(INDEX_COLUMNS),
                       "rows": held.examples},
         }
-    import tokenizers
-
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
         "name": ccfg.name,
         "config": {k: key[k] for k in ("corpus", "tokenizer", "max_seq_length", "seed")},
         "inputs": key["inputs"],
-        "vocab_size": vocab_size,
+        "vocab_size": tok.get_vocab_size(),
         "max_seq_length": max_seq_length,
         "dtype": dtype.name,
         "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
-        "counts": {
-            **counts,
-            "examples": writer.examples,
-            "tokens": writer.total_tokens,
-            "single_segment_examples": writer.single_segment,
-        },
+        "counts": {**counts[False], "examples": writer.examples, "tokens": writer.total_tokens,
+                   "single_segment_examples": writer.single_segment},
         "shards": writer.shards,
-        "index": {
-            "file": "index.bin",
-            "dtype": "int32",
-            "columns": list(INDEX_COLUMNS),
-            "rows": writer.examples,
-        },
+        "index": {"file": "index.bin", "dtype": "int32", "columns": list(INDEX_COLUMNS), "rows": writer.examples},
         "heldout": heldout,
         "files": files,
-        "versions": {
-            "python": sys.version.split()[0],
-            "tokenizers": tokenizers.__version__,
-            "numpy": np.__version__,
-        },
+        "versions": {"python": sys.version.split()[0], "tokenizers": tokenizers.__version__, "numpy": np.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "build_seconds": round(time.time() - t0, 3),
     }
-    with open(tmp / "manifest.json", "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 MAX_DROPPED = 0.01  # a build that loses more of its corpus than this says so in a warning

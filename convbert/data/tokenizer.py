@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import heapq
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
