@@ -133,6 +133,92 @@ def _resume(ckpt_dir: Path | None, parts: dict[str, Any], tracker: Tracker | Non
     return state
 
 
+@dataclass
+class _Loop:
+    """What the epoch loop shares: the parts a checkpoint holds, the state, and where to log and save."""
+
+    model: torch.nn.Module
+    parts: dict[str, Any]  # model, optimizer, scheduler, precision: what a checkpoint holds besides the state
+    s: FitState
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+    max_grad_norm: float
+    device: torch.device
+    tracker: Tracker | None
+    ckpt_dir: Path | None
+    stop: StopRequest | None
+    log_every: int
+
+    def __post_init__(self) -> None:
+        self.optimizer, self.scheduler = self.parts["optimizer"], self.parts["scheduler"]
+        self.precision: Precision = self.parts["precision"]
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.n_flop_params, self.config = count_flop_params(self.model), getattr(self.model, "config", None)
+
+    def save(self) -> None:
+        if self.ckpt_dir is not None:
+            state = {name: obj.state_dict() for name, obj in self.parts.items()}
+            save_checkpoint(self.ckpt_dir, self.s.step, {**state, "rng": torch.get_rng_state(),
+                                                         "fit": dataclasses.asdict(self.s)}, keep_last=1)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        s, batch = self.s, move(batch, self.device)
+        with self.precision.autocast():
+            loss = self.loss_fn(self.model, batch)
+        self.precision.backward(loss)
+        self.precision.step(self.optimizer, self.params, self.max_grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        s.step, s.batch = s.step + 1, s.batch + 1
+        b, t = batch["input_ids"].shape
+        s.examples += b
+        if self.config is not None:
+            s.train_flops += 3 * forward_flops(self.config, self.n_flop_params, b, t)
+        s.loss_sum += loss.detach().float()
+        s.loss_n += 1
+        if self.tracker is not None and s.step % self.log_every == 0:
+            self.tracker.log({"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0],
+                              "train/examples": s.examples}, s.step)
+
+    def train_epoch(self, epoch: int, batches: Iterable[dict[str, torch.Tensor]], total: int) -> None:
+        """The rest of epoch `epoch` (a resumed one continues after its saved batch), up to `total` steps."""
+        s = self.s
+        self.model.train()
+        t0 = time.perf_counter()
+        s.loss_sum = torch.zeros((), device=self.device) if s.loss_sum is None else s.loss_sum.to(self.device)
+        for batch in itertools.islice(batches, s.batch, None):
+            if s.step >= total:
+                break
+            self.step(batch)
+            if self.stop is not None and self.stop.requested:
+                s.train_time_s += time.perf_counter() - t0
+                self.save()
+                raise Preempted(f"stopped by {self.stop.signal_name} at step {s.step} (checkpointed); rerun the "
+                                "same command to continue")
+        s.train_time_s += time.perf_counter() - t0
+
+    def end_epoch(self, epoch: int, evaluate: Callable[[int], dict[str, float]] | None,
+                  untrained_loss: tuple[float, str] | None) -> None:
+        """Divergence check, dev evaluation, the epoch's row, a checkpoint; Preempted if a stop was asked."""
+        s = self.s
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": (s.loss_sum / max(s.loss_n, 1)).item()}
+        check_diverged(self.model, row["train_loss"], untrained_loss, f"in epoch {epoch + 1} (step {s.step})")
+        if evaluate is not None:
+            self.model.eval()
+            with torch.no_grad(), self.precision.autocast():
+                metrics = evaluate(epoch)
+            s.eval_flops += float(metrics.pop("_flops", 0.0))
+            row.update(metrics)
+        s.history.append(row)
+        log.info("epoch %d: %s", epoch + 1, row)
+        if self.tracker is not None:
+            self.tracker.log({k if k in ("epoch", "train_loss") else f"eval/{k}": v for k, v in row.items()}, s.step)
+        s.epoch, s.batch, s.loss_sum, s.loss_n = epoch + 1, 0, None, 0
+        self.save()
+        if self.stop is not None and self.stop.requested:
+            raise Preempted(f"stopped by {self.stop.signal_name} after epoch {epoch + 1} (checkpointed); rerun the "
+                            "same command to continue")
+
+
 def fit(
     model: torch.nn.Module,
     batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
@@ -166,70 +252,17 @@ def fit(
         raise ValueError("no training steps: the training set is empty")
     model.to(device)
     optimizer = optim.build(model, lr)
-    scheduler = optim.schedule(optimizer, total)
-    precision = precision or Precision(resolve_precision(trainer.precision, device), device)
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "precision": precision}
-    s = _resume(ckpt_dir, parts, tracker)
-    resumed_from = None if s is None else s.step
-    s = s or FitState()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    n_flop_params, config = count_flop_params(model), getattr(model, "config", None)
-    zero = torch.zeros((), device=device)
-
-    def save() -> None:
-        if ckpt_dir is not None:
-            state = {name: obj.state_dict() for name, obj in parts.items()}
-            save_checkpoint(ckpt_dir, s.step, {**state, "rng": torch.get_rng_state(),
-                                               "fit": dataclasses.asdict(s)}, keep_last=1)
-
-    for epoch in range(s.epoch, trainer.epochs):
-        if s.step >= total:
+    parts = {"model": model, "optimizer": optimizer, "scheduler": optim.schedule(optimizer, total),
+             "precision": precision or Precision(resolve_precision(trainer.precision, device), device)}
+    resumed = _resume(ckpt_dir, parts, tracker)
+    resumed_from = None if resumed is None else resumed.step
+    loop = _Loop(model, parts, resumed or FitState(), loss_fn, optim.max_grad_norm or 0.0, device, tracker,
+                 ckpt_dir, stop, trainer.log_every)
+    for epoch in range(loop.s.epoch, trainer.epochs):
+        if loop.s.step >= total:
             break
-        model.train()
-        t0 = time.perf_counter()
-        s.loss_sum = zero.clone() if s.loss_sum is None else s.loss_sum.to(device)
-        for batch in itertools.islice(batches(epoch), s.batch, None):
-            if s.step >= total:
-                break
-            batch = move(batch, device)
-            with precision.autocast():
-                loss = loss_fn(model, batch)
-            precision.backward(loss)
-            precision.step(optimizer, params, optim.max_grad_norm or 0.0)
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            s.step, s.batch = s.step + 1, s.batch + 1
-            b, t = batch["input_ids"].shape
-            s.examples += b
-            if config is not None:
-                s.train_flops += 3 * forward_flops(config, n_flop_params, b, t)
-            s.loss_sum += loss.detach().float()
-            s.loss_n += 1
-            if tracker is not None and s.step % trainer.log_every == 0:
-                tracker.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                             "train/examples": s.examples}, s.step)
-            if stop is not None and stop.requested:
-                s.train_time_s += time.perf_counter() - t0
-                save()
-                raise Preempted(f"stopped by {stop.signal_name} at step {s.step} (checkpointed); rerun the same "
-                                f"command to continue")
-        s.train_time_s += time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": (s.loss_sum / max(s.loss_n, 1)).item()}
-        check_diverged(model, row["train_loss"], untrained_loss, f"in epoch {epoch + 1} (step {s.step})")
-        if evaluate is not None:
-            model.eval()
-            with torch.no_grad(), precision.autocast():
-                metrics = evaluate(epoch)
-            s.eval_flops += float(metrics.pop("_flops", 0.0))
-            row.update(metrics)
-        s.history.append(row)
-        log.info("epoch %d: %s", epoch + 1, row)
-        if tracker is not None:
-            tracker.log({k if k in ("epoch", "train_loss") else f"eval/{k}": v for k, v in row.items()}, s.step)
-        s.epoch, s.batch, s.loss_sum, s.loss_n = epoch + 1, 0, None, 0
-        save()
-        if stop is not None and stop.requested:
-            raise Preempted(f"stopped by {stop.signal_name} after epoch {epoch + 1} (checkpointed); rerun the same "
-                            f"command to continue")
+        loop.train_epoch(epoch, batches(epoch), total)
+        loop.end_epoch(epoch, evaluate, untrained_loss)
     model.eval()
+    s = loop.s
     return FitResult(s.step, s.examples, s.train_flops, s.eval_flops, s.train_time_s, s.history, resumed_from)
