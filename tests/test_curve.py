@@ -18,7 +18,8 @@ from convbert.config import ConfigError
 from convbert.finetune.init import load_init
 from convbert.pretrain import TrainerConfig, check_resume_config
 from convbert.pretrain.kept import discriminator, export_kept
-from convbert.report.curve import COLUMNS
+from convbert.report.curve import COLUMNS, Point, curve_csv, curve_rows, write_curve
+from convbert.report.tracking import log_curve_to_wandb
 from convbert.train.checkpoint import list_checkpoints, list_kept, load_checkpoint, save_checkpoint
 from convbert.train.lock import DirLock
 
@@ -56,6 +57,43 @@ def test_keep_settings_are_checked_and_may_change_on_resume() -> None:
     saved = {"name": "r", "trainer": {"max_steps": 10, "keep_last": 3}}
     check_resume_config(saved, {**saved, "trainer": {**saved["trainer"], "keep_steps": [5], "keep_every": 2}},
                         Path("run"))
+
+
+def result(task: str, seed: int, metrics: dict[str, float]) -> dict:
+    """A minimal results.json of a fine-tuning job."""
+    return {"task": task, "metrics": metrics, "seed": seed, "pretraining": None,
+            "model": {"name": "r-step2", "preset": "tiny", "attention": "mixed", "init": "x", "checkpoint_id": "c",
+                      "vocab_id": "v"}}
+
+
+def test_curve_rows_take_the_median_over_the_seeds_that_finished(tmp_path: Path) -> None:
+    for task, seed, metrics in [("cola", 1, {"mcc": 10.0}), ("cola", 2, {"mcc": 30.0}), ("cola", 3, {"mcc": 20.0}),
+                                ("stsb", 2, {"pearson": 80.0, "spearman": 70.0})]:
+        (tmp_path / f"{task}-seed{seed}").mkdir()
+        (tmp_path / f"{task}-seed{seed}" / "results.json").write_text(json.dumps(result(task, seed, metrics)))
+    (tmp_path / "stsb-seed1").mkdir()  # a job that failed: no results.json
+    metrics = [{"step": 2, "mlm_loss": 6.0}, {"step": 2, "heldout_mlm_loss": 5.5, "heldout_rtd_loss": 0.6}]
+    points = [Point(2, {"tokens": 100, "flops": 1e9, "device_hours": 0.1}, tmp_path),
+              Point(3, {"tokens": 150, "flops": 1.5e9, "device_hours": 0.2}, tmp_path / "none")]
+    rows = curve_rows(points, ["cola", "stsb"], [1, 2, 3], metrics)
+    assert [(r["step"], r["task"], r["metric"], r["score"], r["n"], r["seeds"]) for r in rows] == [
+        (2, "cola", "mcc", 20.0, 3, "1 2 3"), (2, "stsb", "spearman", 70.0, 1, "2"),
+        (3, "cola", "mcc", None, 0, ""), (3, "stsb", "spearman", None, 0, "")]
+    assert rows[0]["heldout_mlm_loss"] == 5.5 and "heldout_mlm_loss" not in rows[2]  # step 3: nothing logged
+    text = curve_csv(rows).splitlines()
+    assert text[0] == ",".join(COLUMNS) and text[3].startswith("3,150,1500000000.0,0.2,cola,mcc,,0,,")
+    write_curve(rows, tmp_path / "out")
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # wandb start-up
+def test_curve_is_logged_to_wandb_offline(tmp_path: Path) -> None:
+    rows = [{"step": 2, "tokens": 1, "flops": 2.0, "task": "rte", "metric": "accuracy", "score": 50.0, "n": 1,
+             "heldout_mlm_loss": 6.0}]
+    png = write_curve(rows, tmp_path)["curve.png"]
+    assert log_curve_to_wandb(rows, png, mode="disabled", project="p") is None
+    where = log_curve_to_wandb(rows, png, mode="offline", project="p", dir=tmp_path)
+    assert Path(where).is_dir() and str(tmp_path) in where
 
 
 def test_a_missing_run_dir_is_named_before_hydra_writes_into_it(tmp_path: Path) -> None:

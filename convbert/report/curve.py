@@ -79,14 +79,12 @@ def curve_png(rows: list[dict], dpi: int = 100) -> bytes:
         ax.set_ylabel("dev score (median over seeds)")
         if ax.lines:
             ax.legend(fontsize=8)
-    points = {r["step"]: r for r in rows if r.get("heldout_mlm_loss") is not None}
-    steps = sorted(points)
-    ax = axes[2]
-    ax.plot(steps, [points[s]["heldout_mlm_loss"] for s in steps], marker="o", color="tab:blue")
-    ax.set_ylabel("held-out MLM loss", color="tab:blue")
-    twin = ax.twinx()
-    twin.plot(steps, [points[s]["heldout_rtd_loss"] for s in steps], marker="s", color="tab:red")
-    twin.set_ylabel("held-out RTD loss", color="tab:red")
+    ax = axes[2]  # the two losses have different scales: one y axis each
+    for a, key, label, style in ((ax, "heldout_mlm_loss", "held-out MLM loss", ("o", "tab:blue")),
+                                 (ax.twinx(), "heldout_rtd_loss", "held-out RTD loss", ("s", "tab:red"))):
+        by_step = {r["step"]: r[key] for r in rows if r.get(key) is not None}
+        a.plot(sorted(by_step), [by_step[s] for s in sorted(by_step)], marker=style[0], color=style[1])
+        a.set_ylabel(label, color=style[1])
     ax.set_xlabel("pretraining step")
     ax.set_title("held-out losses", fontsize=10)
     axes[0].set_title("GLUE dev along pretraining", fontsize=10)
