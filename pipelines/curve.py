@@ -18,7 +18,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.config import ConfigError, check_seed
+from convbert.config import ConfigError, check_int, check_seed
 from convbert.finetune.sweep import glue_sweep
 from convbert.io import read_json
 from convbert.pretrain.kept import export_kept, kept_checkpoints
@@ -63,6 +63,8 @@ def settings(c: dict[str, Any]) -> tuple[list[str], list[int], list[int] | None]
     for s in seeds:
         check_seed("seeds[]", s)
     steps = None if c["steps"] is None else as_list("steps", c["steps"])
+    for s in steps or ():
+        check_int("steps[]", s)
     return tasks, seeds, steps
 
 
