@@ -7,11 +7,14 @@ import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry, run_process
+from conftest import run_entry, run_process, start_process
 from glue_fixtures import write_glue_dir
 
 from convbert.config import ConfigError
@@ -165,6 +168,27 @@ def test_curve_fine_tunes_each_kept_step_and_a_rerun_reuses_the_jobs(run_dir: Pa
     assert rc == 0, log[-5000:]
     assert "pipelines.finetune" not in log and log.count("all seeds done, reusing") == 2
     assert all(p.read_bytes() == before[s] for s, p in results.items())
+
+
+@pytest.mark.slow  # end to end: the curve stage is signalled while a fine-tuning job runs
+def test_sigterm_stops_the_running_job_with_a_checkpoint_and_a_rerun_resumes_it(run_dir: Path, tmp_path: Path) -> None:
+    glue = write_glue_dir(tmp_path / "glue", tasks=["rte"])
+    job = tmp_path / "out" / "glue" / f"{run_dir.name}-step2" / "rte-seed1"
+    args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", "steps=[2]", f"glue_dir={glue}",
+            f"output_dir={tmp_path / 'out'}", "finetune_args=[" + ",".join(f'"{a}"' for a in FINETUNE) + ","
+            '"trainer.epochs=10"]']
+    proc = start_process(["-m", "pipelines.curve", *args], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (job / "checkpoint").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # until the job has checkpointed its first epoch
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) != 0
+    while (job / ".lock").exists() and time.time() < deadline:
+        time.sleep(0.05)  # the job, which dies with the stage, checkpoints and ends
+    assert not (job / "results.json").exists() and list((job / "checkpoint").glob("step_*.pt"))
+    done = run_process(["-m", "pipelines.curve", *args], timeout=600)
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "resuming from" in (job / "finetune.log").read_text() and (job / "results.json").is_file()
 
 
 @pytest.mark.slow  # uses the pretraining run
