@@ -6,9 +6,9 @@ TORCH ?= torch==2.13.0## torch requirement installed into .venv (e.g. a CUDA whe
 ARGS ?=## extra Hydra overrides for the stage, e.g. ARGS='trainer.max_steps=1000'
 EXPERIMENT ?=## conf/experiment/<name> for pretrain and reproduce, e.g. convbert-small
 GLUE_DIR ?=## local GLUE directory (original layout); empty: the HF hub
-INIT ?= runs/pretrain/tiny-mixed-pydocs## checkpoint to fine-tune; default: what `make pretrain` writes
-SEEDS ?= 1,2,3## fine-tuning seeds (make glue)
-TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte## GLUE tasks (make glue)
+INIT ?= runs/pretrain/tiny-mixed-pydocs## checkpoint to fine-tune (make curve: the pretraining run); default: what `make pretrain` writes
+SEEDS ?= 1,2,3## fine-tuning seeds (make glue, make curve)
+TASKS ?= cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte## GLUE tasks (make glue, make curve)
 TASK ?= rte## the task `make search` tunes
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 HELP_VARS := PYTHON TORCH ARGS EXPERIMENT GLUE_DIR INIT SEEDS TASKS TASK
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint data pretrain glue search squad baselines table reproduce bench bench-model bench-data bench-finetune gpu-check clean
+.PHONY: help venv test test-fast lint data pretrain glue search squad baselines curve table reproduce bench bench-model bench-data bench-finetune gpu-check clean
 
 help: ## list the targets and the variables
 	@echo "Targets:"
@@ -59,6 +59,9 @@ squad: $(STAMP) ## fine-tune INIT=<checkpoint> on SQuAD 1.1 and 2.0
 
 baselines: $(STAMP) ## majority-class and bag-of-words reference rows for TASKS on GLUE_DIR (make table adds them itself)
 	$(PY) -m pipelines.baselines tasks=[$(TASKS)] $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
+
+curve: $(STAMP) ## fine-tune every checkpoint INIT=<run> kept (trainer.keep_steps) on TASKS x SEEDS: curve.csv/png
+	$(PY) -m pipelines.curve init=$(INIT) tasks=[$(TASKS)] seeds=[$(SEEDS)] $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
 
 table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)

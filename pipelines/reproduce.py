@@ -16,37 +16,11 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.io import read_json, sha256_prefix
-from convbert.train.proc import run_child
-from convbert.train.runinfo import recorded_changes
+from convbert.finetune.sweep import glue_sweep, pretrained, stage
+from convbert.io import read_json
 from pipelines import run_hydra
 
 log = logging.getLogger("reproduce")
-
-
-def stage(name: str, args: list[str]) -> bool:
-    cmd = [sys.executable, "-m", *args]
-    log.info("[%s] %s", name, " ".join(cmd))
-    ok = run_child(cmd) == 0  # dies with this process: no orphan keeps training after a kill
-    if not ok:
-        log.error("[%s] failed", name)
-    return ok
-
-
-def missing_seeds(glue_dir: Path, task: str, seeds: list[int]) -> list[int]:
-    return [s for s in seeds if not (glue_dir / f"{task}-seed{s}" / "results.json").exists()]
-
-
-def check_glue_settings(glue_out: Path, settings: dict) -> bool:
-    """Finished GLUE jobs are reused only under the settings that made them (recorded beside them): the same
-    pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ. While
-    no job has finished, a rerun's settings replace the recorded ones (a first attempt that failed on them)."""
-    diff = recorded_changes(glue_out / "reproduce_settings.json", settings,
-                            binding=any(glue_out.glob("*/results.json")))
-    if diff:
-        log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
-                  "output_dir=, or delete that dir to redo them", glue_out, diff)
-    return not diff
 
 
 def pretrain_overrides(experiment: str | None, pretrain_args: list[str]) -> list[str]:
@@ -67,33 +41,12 @@ def run_experiment(experiment: str | None, name: str, c: dict, out: Path, seeds:
     if not stage(f"pretrain {name}", ["pipelines.pretrain", *pretrain_overrides(experiment, c["pretrain_args"]),
                                       f"hydra.run.dir={pretrain_dir}"]):
         return [f"pretrain {name}"]
-    weights = {"init_checkpoint_id": sha256_prefix(pretrain_dir / "hf" / "model.safetensors")}
-    failed = glue_sweep(name, [f"init={pretrain_dir.resolve()}"], weights, out / name / "glue", c, seeds,
-                        finetune_args)
+    failed = glue_sweep(name, pretrained(pretrain_dir), out / name / "glue", c["tasks"], seeds, finetune_args,
+                        c["glue_dir"])
     if random_init:
         args = random_init_args(pretrain_dir)
-        failed += glue_sweep(f"{name} (random init)", args, {"random_init": args}, out / name / "glue-random-init",
-                             c, seeds, finetune_args)
-    return failed
-
-
-def glue_sweep(label: str, init_args: list[str], init: dict, glue_out: Path, c: dict, seeds: list[int],
-               finetune_args: list[str]) -> list[str]:
-    """Every task's missing seeds from one init, as one Hydra multirun per task; returns the failed ones."""
-    if not check_glue_settings(glue_out, {**init, "finetune_args": finetune_args, "glue_dir": c["glue_dir"]}):
-        return [f"glue {label}"]
-    failed = []
-    for task in c["tasks"]:
-        todo = missing_seeds(glue_out, task, seeds)
-        if not todo:
-            log.info("[glue] %s %s: all seeds done, reusing", label, task)
-            continue
-        args = ["pipelines.finetune", "-m", f"task={task}", "seed=" + ",".join(map(str, todo)), *init_args,
-                f"hydra.sweep.dir={glue_out}", "hydra.sweep.subdir=${task.name}-seed${seed}", *finetune_args]
-        if c["glue_dir"]:
-            args.append(f"data.dir={c['glue_dir']}")
-        if not stage(f"glue {label} {task}", args):
-            failed.append(f"{label} {task}")  # the other tasks go on; the table shows what is missing
+        failed += glue_sweep(f"{name} (random init)", (args, {"random_init": args}), out / name / "glue-random-init",
+                             c["tasks"], seeds, finetune_args, c["glue_dir"])
     return failed
 
 

@@ -35,7 +35,8 @@ def test_fast_target_deselects_the_slow_marker():
     assert '-m "not slow"' in out.stdout and "pip install" not in out.stdout
 
 
-@pytest.mark.parametrize("target", ["data", "pretrain", "glue", "search", "squad", "baselines", "table", "reproduce"])
+@pytest.mark.parametrize("target", ["data", "pretrain", "glue", "search", "squad", "baselines", "curve", "table",
+                                    "reproduce"])
 def test_each_stage_target_composes_with_every_variable_set(target):
     """The command a target runs, with every variable it can pass set, composes in Hydra (--cfg job prints the
     config without running): a key the Makefile spells differently from conf/ fails here, not on a user."""

@@ -40,6 +40,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir", "paths", "trainer.device",
                         "trainer.precision", "trainer.compile", "trainer.num_threads", "trainer.max_steps",
                         "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
+                        "trainer.keep_steps", "trainer.keep_every",
                         "trainer.progress", "trainer.eval_every", "trainer.eval_examples", "trainer.max_bad_steps",
                         "trainer.stop_check_every", "trainer.data_wait_s")
 # renamed keys: old dotted spelling -> new (issue 15: one spelling per knob across stages)
@@ -67,6 +68,8 @@ class TrainerConfig:
     log_every: int = 100
     ckpt_every: int = 10_000
     keep_last: int = 3
+    keep_steps: list[int] = field(default_factory=list)  # also checkpointed and kept for good (checkpoints/kept/)
+    keep_every: int | None = None  # as keep_steps, every N steps
     eval_every: int | None = 10_000
     eval_examples: int = 2048
     max_bad_steps: int = 0
@@ -80,6 +83,11 @@ class TrainerConfig:
         check_ints(self, "trainer", ("eval_examples", "max_bad_steps"), low=0)
         check_ints(self, "trainer", ("stop_after", "eval_every", "num_threads"), nullable=True)
         check_bools(self, "trainer", ("progress",))
+        check_ints(self, "trainer", ("keep_every",), nullable=True)
+        if not isinstance(self.keep_steps, list | tuple):
+            raise ConfigError(f"trainer.keep_steps must be a list of steps, e.g. [1000,5000], got {self.keep_steps!r}")
+        for s in self.keep_steps:
+            check_int("trainer.keep_steps[]", s)
         if self.device not in DEVICES:
             raise ConfigError(f"trainer.device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -95,6 +103,10 @@ class TrainerConfig:
             raise ConfigError(f"trainer.batch_size={self.batch_size} is not divisible by world_size "
                               f"({world_size}) x trainer.grad_accum ({self.grad_accum})")
         return self.batch_size // per_step
+
+    def keeps(self, step: int) -> bool:
+        """Whether `step` is one whose checkpoint is kept for good (keep_steps, keep_every)."""
+        return step in self.keep_steps or bool(self.keep_every and step % self.keep_every == 0)
 
     @property
     def end(self) -> int:

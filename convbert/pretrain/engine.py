@@ -39,6 +39,7 @@ from convbert.electra import (
     train_step,
 )
 from convbert.io import read_json
+from convbert.model import ConvBertModel
 from convbert.pretrain.config import (
     MAY_CHANGE_ON_RESUME,
     PretrainConfig,
@@ -215,14 +216,16 @@ def train(state: TrainState, r: Run) -> None:
         state.totals["train_time_s"] += time.perf_counter() - t0
         if r.progress is not None:
             r.progress.update(1)
-        row = log_window(state, r) if state.step % t.log_every == 0 or state.step == t.end else {}
-        if r.evaluate is not None and (state.step == t.end or (t.eval_every and state.step % t.eval_every == 0)):
+        kept = t.keeps(state.step)  # a kept step gets a row, held-out metrics and its totals up to date
+        row = log_window(state, r) if state.step % t.log_every == 0 or state.step == t.end or kept else {}
+        if r.evaluate is not None and (state.step == t.end or kept
+                                       or (t.eval_every and state.step % t.eval_every == 0)):
             row.update({f"heldout_{k}": v for k, v in r.evaluate(state.model, state.precision).items()})
         if row:
             r.tracker.log(row, state.step)
         if "mlm_loss" in row:  # logged first: the diverged row is there to see
             check_losses(row, state, r)
-        if state.step % t.ckpt_every == 0 or state.step == t.end:
+        if state.step % t.ckpt_every == 0 or state.step == t.end or kept:
             checkpoint(state, r)
             last_ckpt = state.step
         if stop_requested(state, r):
@@ -345,7 +348,8 @@ def checkpoint(state: TrainState, r: Run) -> Path:
     saved = state.state_dict()
     path = r.ckpt_dir / f"step_{state.step:08d}.pt"
     if r.info.is_main:
-        path = save_checkpoint(r.ckpt_dir, state.step, saved, r.c.trainer.keep_last)
+        path = save_checkpoint(r.ckpt_dir, state.step, saved, r.c.trainer.keep_last,
+                               keep=r.c.trainer.keeps(state.step))
     barrier()
     return path
 
@@ -376,7 +380,7 @@ def finish(state: TrainState, r: Run) -> dict[str, Any]:
     if not state.weights_finite():
         raise_non_finite(state, r, "non-finite weights at the end of training")
     try:
-        export(state.model, r.data_path, r.run_dir)
+        export(state.model.discriminator, r.data_path, r.run_dir)
     except Exception as e:
         ckpts = list_checkpoints(r.ckpt_dir)
         raise ExportError(f"training reached step {state.step} and is saved in {ckpts[-1] if ckpts else r.ckpt_dir}, "
@@ -390,14 +394,15 @@ def finish(state: TrainState, r: Run) -> dict[str, Any]:
     return summary
 
 
-def export(model: ElectraPretrainer, data_path: Path, run_dir: Path) -> None:
-    """The discriminator in transformers format (hf/), with the vocabulary it was trained on."""
+def export(discriminator: ConvBertModel, vocab_dir: Path, run_dir: Path) -> None:
+    """The discriminator in transformers format (run_dir/hf/), with the vocabulary it was trained on (the
+    tokenizer.json and vocab.txt in vocab_dir: the data dir, or a run dir, which has copies)."""
     tmp = run_dir / ".hf.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.discriminator.to_hf(tmp)
+        discriminator.to_hf(tmp)
         for f in ("tokenizer.json", "vocab.txt"):
-            shutil.copy2(data_path / f, tmp / f)
+            shutil.copy2(vocab_dir / f, tmp / f)
         shutil.rmtree(run_dir / "hf", ignore_errors=True)
         os.replace(tmp, run_dir / "hf")
     finally:

@@ -51,3 +51,31 @@ def log_to_wandb(table: Table, comparison: Comparison | None, files: dict[str, P
         return getattr(run, "url", None) or str(getattr(run, "dir", ""))
     finally:
         run.finish()
+
+
+def log_curve_to_wandb(rows: list[dict], png: Path, *, mode: str, project: str, group: str | None = None,
+                       name: str | None = None, tags: Sequence[str] = (), dir: str | Path | None = None) -> str | None:
+    """One wandb run (job_type 'curve'): each task's dev score and the held-out metrics against the pretraining
+    step (a new run each time: a rerun may add steps before ones already logged), curve.csv as a table and
+    curve.png. Returns the run's URL/dir label, or None when mode is 'disabled'."""
+    from convbert.report.curve import HELDOUT, curve_csv
+
+    if mode not in MODES:
+        raise ReportError(f"tracking mode must be one of {MODES}, got {mode!r}")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(mode=mode, project=project, group=group, name=name, tags=list(tags), job_type="curve",
+                     dir=str(dir) if dir is not None else None)
+    try:
+        for step in sorted({r["step"] for r in rows}):
+            at = [r for r in rows if r["step"] == step]
+            logged = {f"{r['task']}/{r['metric']}": r["score"] for r in at if r["score"] is not None}
+            logged.update({k: at[0][k] for k in ("tokens", "flops", *HELDOUT) if at[0].get(k) is not None})
+            run.log(logged, step=step)
+        cols, data = _rows(curve_csv(rows))
+        run.log({"curve": wandb.Table(columns=cols, data=data), "curve_plot": wandb.Image(str(png))})
+        return getattr(run, "url", None) or str(getattr(run, "dir", ""))
+    finally:
+        run.finish()
