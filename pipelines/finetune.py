@@ -39,10 +39,10 @@ from convbert.finetune import (
     run_job,
     task_adapter,
 )
+from convbert.io import write_json_atomic
 from convbert.report.collect import load_result
 from convbert.report.schema import Result
 from convbert.report.tasks import MAIN_METRIC
-from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import Preempted
 from pipelines import callback_config, resolved_settings, run_hydra

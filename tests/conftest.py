@@ -21,7 +21,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-STAGES = ("prepare", "pretrain", "finetune", "baselines", "table", "reproduce", "curve")  # conf/<stage>.yaml, pipelines/<stage>.py
+# conf/<stage>.yaml, pipelines/<stage>.py
+STAGES = ("prepare", "pretrain", "finetune", "baselines", "table", "reproduce", "curve")
 
 # No network, no wandb account, no thread oversubscription on a shared 2-core machine.
 TEST_ENV = {

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from convbert.train.files import atomic_path, write_json_atomic, write_text_atomic
+from convbert.io import atomic_path, write_json_atomic, write_text_atomic
 
 
 def test_atomic_files_honour_the_umask_and_survive_a_failed_write(tmp_path):

@@ -14,7 +14,7 @@ from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
 from convbert.finetune import TrainerConfig, fit, seed_everything
-from convbert.glue.features import LengthBucketSampler
+from convbert.finetune.sampler import LengthBucketSampler
 from convbert.model import ConvBertForQuestionAnswering, ConvBertModel
 from convbert.squad.data import gold_answers, load_squad_json
 from convbert.squad.features import FeatureConfig, build_features

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from glue_fixtures import make_examples, make_tokenizer
 
+from convbert.finetune.sampler import LengthBucketSampler
 from convbert.glue import GlueExample, get_task
-from convbert.glue.features import LengthBucketSampler, collate, featurize, truncate_pair
+from convbert.glue.features import collate, featurize, truncate_pair
 from convbert.glue.submission import write_submission
 
 

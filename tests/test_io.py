@@ -9,15 +9,6 @@ import pytest
 from convbert.data.config import DataError
 from convbert.io import read_json, sha256_file, sha256_prefix, write_bytes_atomic, write_json_atomic
 from convbert.report.writers import write_atomic
-from convbert.train import files
-
-
-def test_old_import_locations_are_the_same_functions():
-    from convbert import io
-    from convbert.data import corpus
-
-    assert files.write_json_atomic is io.write_json_atomic and files.atomic_path is io.atomic_path
-    assert corpus.digest_file is io.sha256_file
 
 
 def test_bytes_and_text_writes_replace_whole_files(tmp_path):

@@ -6,7 +6,7 @@ The torch-facing classes load lazily so that tokenizing workers stay light.
 from typing import Any
 
 from .config import CorpusConfig, DataError, TokenizerConfig
-from .shards import check_compatible, check_files, load_shards_tokenizer, load_tokenizer, prepare, read_manifest
+from .shards import check_compatible, check_files, load_shards_tokenizer, prepare, read_manifest
 
 __all__ = [
     "CorpusConfig",
@@ -17,7 +17,6 @@ __all__ = [
     "check_compatible",
     "check_files",
     "load_shards_tokenizer",
-    "load_tokenizer",
     "prepare",
     "read_manifest",
 ]

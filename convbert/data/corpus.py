@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..io import sha256_file
 from .config import CorpusConfig, DataError
 
 Document = list[str]
@@ -293,4 +292,3 @@ def _hub_documents(cfg: CorpusConfig) -> Iterator[Document]:
         yield from _lines_to_documents((" ".join(text.split("\n")).strip() for text in texts), blank_line_ends=True)
 
 
-digest_file = sha256_file  # old name; convbert.io.sha256_file is the one implementation

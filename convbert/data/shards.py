@@ -517,5 +517,3 @@ def _env(**values: str) -> Iterator[None]:
             else:
                 os.environ[k] = v
 
-
-load_tokenizer = load_shards_tokenizer  # old name, kept for existing callers

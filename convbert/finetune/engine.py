@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from convbert.config import ConfigError, ConvBertConfig
-from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, init_name
-from convbert.finetune.fit import fit, seed_everything
+from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, TrainerConfig, init_name
+from convbert.finetune.fit import FitResult, fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
-from convbert.io import read_json
+from convbert.finetune.sampler import LengthBucketSampler
+from convbert.io import read_json, write_json_atomic
 from convbert.report.schema import ModelInfo, Pretraining, Result
 from convbert.train import Precision, Tracker, git_revision, init_distributed
 from convbert.train.checkpoint import find_latest
-from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.precision import resolve_precision
 from convbert.train.runinfo import recorded_changes, recorded_differences
@@ -145,63 +145,20 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
     t_start = time.time()
     adapter = task_adapter(cfg)
     record_job(run_dir, cfg)
-    tr = cfg.trainer
-    trainer = dataclasses.replace(tr, epochs=tr.epochs or adapter.epochs)
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
-    dist = init_distributed(tr.device)
-    if dist.distributed:
-        raise NotImplementedError("fine-tuning runs one process per job; launch many jobs (multirun), not "
-                                  "torchrun/srun with several tasks")
-    device = dist.device
+    device = _device(cfg.trainer)
     seed_everything(cfg.seed)
-
-    pre = load_init(cfg.init, cfg.model.preset, cfg.model.vocab, cfg.model.overrides)
-    positions = pre.config.max_position_embeddings
-    if adapter.max_length > positions:
-        raise ConfigError(f"task.max_length={adapter.max_length} exceeds the model's max_position_embeddings="
-                          f"{positions} ({pre.model_info['name']}); set task.max_length<={positions}")
-    lr = default_lr(cfg, pre)
-    adapter.load(pre, device)
-    model = adapter.build_model(pre.config)
-    model.convbert.load_state_dict(pre.backbone.state_dict())
-    pre.backbone = None  # free the second copy
-    model.to(device)
-
+    pre, model, lr = _model(cfg, adapter, device)
     t = cfg.tracking
     tracker = Tracker(run_dir, dataclasses.asdict(cfg), mode=t.get("mode", "disabled"),
                       project=t.get("project", "convbert"), group=t.get("group"),
                       name=t.get("name") or f"{adapter.name}-seed{cfg.seed}", job_type="finetune",
                       tags=[adapter.name, pre.model_info["name"]])
-    from convbert.glue.features import LengthBucketSampler
-
-    sampler = LengthBucketSampler(adapter.train_lengths, tr.batch_size, shuffle=True, seed=cfg.seed,
-                                  pool_batches=tr.bucket_pool_batches)
-
-    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        sampler.set_epoch(epoch)
-        for idx in sampler:
-            yield adapter.collate_train(idx)
-
-    precision = Precision(resolve_precision(tr.precision, device), device)  # one object: one warning, one scaler
-    autocast = precision.autocast
-    total = trainer.epochs * len(sampler) if tr.max_steps is None else min(trainer.epochs * len(sampler), tr.max_steps)
-    last_epoch = math.ceil(total / len(sampler)) - 1
-    evaluated: list[int] = []
-
-    def evaluate(epoch: int) -> dict[str, float]:
-        metrics = adapter.evaluate(model, epoch, epoch == last_epoch, autocast)
-        evaluated.append(epoch)
-        return metrics
-
-    fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
-                 run_dir / "checkpoint", stop, precision, adapter.untrained_loss())
-    if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
-        with torch.no_grad(), autocast():
-            adapter.evaluate(model, last_epoch, True, autocast)
-    out = adapter.finish(model, run_dir, autocast)
+    precision = Precision(resolve_precision(cfg.trainer.precision, device), device)  # one warning, one scaler
+    trainer = dataclasses.replace(cfg.trainer, epochs=cfg.trainer.epochs or adapter.epochs)
+    fitted = _train(cfg, trainer, adapter, model, lr, precision, tracker, run_dir, stop)
+    out = adapter.finish(model, run_dir, precision.autocast)
     o = cfg.optim
-    hparams = {"lr": lr, "batch_size": tr.batch_size, "epochs": trainer.epochs, "max_length": adapter.max_length,
+    hparams = {"lr": lr, "batch_size": trainer.batch_size, "epochs": trainer.epochs, "max_length": adapter.max_length,
                **adapter.hparams(), "layer_decay": o.layer_decay, "layer_decay_variant": o.layer_decay_variant,
                "weight_decay": o.weight_decay, "warmup_fraction": o.warmup_fraction,
                "bias_correction": o.bias_correction, "precision": precision.kind}
@@ -219,6 +176,62 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
     write_json_atomic(run_dir / "results.json", result.to_json())
     tracker.summary({f"final/{k}": v for k, v in out.metrics.items() if v is not None and math.isfinite(v)})
     tracker.finish()
-    if not tr.keep_checkpoint:
+    if not cfg.trainer.keep_checkpoint:
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     return result
+
+
+def _device(tr: TrainerConfig) -> torch.device:
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    dist = init_distributed(tr.device)
+    if dist.distributed:
+        raise NotImplementedError("fine-tuning runs one process per job; launch many jobs (multirun), not "
+                                  "torchrun/srun with several tasks")
+    return dist.device
+
+
+def _model(cfg: FinetuneConfig, adapter: TaskAdapter, device: torch.device
+           ) -> tuple[Pretrained, torch.nn.Module, float]:
+    """The init, the task model on `device` with the init's backbone weights, and the peak learning rate."""
+    pre = load_init(cfg.init, cfg.model.preset, cfg.model.vocab, cfg.model.overrides)
+    positions = pre.config.max_position_embeddings
+    if adapter.max_length > positions:
+        raise ConfigError(f"task.max_length={adapter.max_length} exceeds the model's max_position_embeddings="
+                          f"{positions} ({pre.model_info['name']}); set task.max_length<={positions}")
+    lr = default_lr(cfg, pre)
+    adapter.load(pre, device)
+    model = adapter.build_model(pre.config)
+    model.convbert.load_state_dict(pre.backbone.state_dict())
+    pre.backbone = None  # free the second copy
+    return pre, model.to(device), lr
+
+
+def _train(cfg: FinetuneConfig, trainer: TrainerConfig, adapter: TaskAdapter, model: torch.nn.Module, lr: float,
+           precision: Precision, tracker: Tracker, run_dir: Path, stop: StopRequest) -> FitResult:
+    """fit() over length-bucketed batches, with the dev set evaluated after every epoch; a job resumed after its
+    training had ended predicts again, so that finish() has the dev predictions."""
+    sampler = LengthBucketSampler(adapter.train_lengths, trainer.batch_size, shuffle=True, seed=cfg.seed,
+                                  pool_batches=trainer.bucket_pool_batches)
+
+    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        sampler.set_epoch(epoch)
+        for idx in sampler:
+            yield adapter.collate_train(idx)
+
+    total = trainer.epochs * len(sampler)
+    last_epoch = math.ceil((total if trainer.max_steps is None else min(total, trainer.max_steps)) / len(sampler)) - 1
+    evaluated: list[int] = []
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        metrics = adapter.evaluate(model, epoch, epoch == last_epoch, precision.autocast)
+        evaluated.append(epoch)
+        return metrics
+
+    device = next(model.parameters()).device
+    fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
+                 run_dir / "checkpoint", stop, precision, adapter.untrained_loss())
+    if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
+        with torch.no_grad(), precision.autocast():
+            adapter.evaluate(model, last_epoch, True, precision.autocast)
+    return fitted

@@ -19,6 +19,7 @@ import torch
 
 from convbert.config import ConvBertConfig
 from convbert.finetune.config import TrainerConfig
+from convbert.finetune.sampler import LengthBucketSampler
 from convbert.train import Precision, Tracker
 from convbert.train.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
 from convbert.train.divergence import Diverged, loss_diverged
@@ -60,8 +61,6 @@ def predict_batches(model: torch.nn.Module, lengths: np.ndarray, batch_size: int
                     collate: Callable[[list[int]], dict[str, torch.Tensor]], device: torch.device, autocast
                     ) -> Iterator[tuple[list[int], Any, float]]:
     """Evaluation batches in length order: (indices, model outputs, forward FLOPs) per batch."""
-    from convbert.glue.features import LengthBucketSampler
-
     model.eval()
     n_params = count_flop_params(model)
     for idx in LengthBucketSampler(lengths, batch_size, shuffle=False):

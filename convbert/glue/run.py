@@ -21,8 +21,8 @@ from convbert.glue.features import Features, collate, concat_features, featurize
 from convbert.glue.metrics import COLLAPSE_ADVICE, prediction_spread, task_metrics
 from convbert.glue.submission import write_submission
 from convbert.glue.tasks import HUB_DATASET, GlueTask, get_task
+from convbert.io import write_text_atomic
 from convbert.model import ConvBertForSequenceClassification
-from convbert.train.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

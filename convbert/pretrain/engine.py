@@ -38,7 +38,7 @@ from convbert.electra import (
     train_flops,
     train_step,
 )
-from convbert.io import read_json
+from convbert.io import read_json, write_json_atomic
 from convbert.model import ConvBertModel
 from convbert.pretrain.config import (
     MAY_CHANGE_ON_RESUME,
@@ -51,7 +51,6 @@ from convbert.pretrain.state import TrainState
 from convbert.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
 from convbert.train.divergence import Diverged, loss_diverged
-from convbert.train.files import write_json_atomic
 from convbert.train.lock import DirLock
 from convbert.train.plot import plot_curves
 from convbert.train.precision import Precision, resolve_precision

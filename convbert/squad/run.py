@@ -16,12 +16,12 @@ import torch.nn.functional as F
 
 from convbert.config import ConfigError, ConvBertConfig, check_bools, check_ints, from_mapping
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches
+from convbert.io import write_json_atomic
 from convbert.model import ConvBertForQuestionAnswering
 from convbert.squad.data import OFFICIAL_FILES, LoadReport, SquadExample, gold_answers, load_squad
 from convbert.squad.features import FeatureConfig, SquadFeatures, build_features
 from convbert.squad.postprocess import PostprocessConfig, Predictions, postprocess
 from convbert.squad.scoring import score_squad_v1, score_squad_v2
-from convbert.train.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,3 @@ def keep_metrics_until(run_dir: str | Path, step: int) -> None:
     rows = [r for r in read_metrics(run_dir) if r["step"] <= step]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
-
-def drop_metrics_after(run_dir: str | Path, step: int) -> None:
-    """Forget the rows logged after `step` (kept for callers of the old name)."""
-    keep_metrics_until(run_dir, step)

@@ -55,7 +55,8 @@ def peak_rss_mb() -> float:
 def run_ours(args) -> dict:
     from convbert.config import ConvBertConfig
     from convbert.finetune import TrainerConfig, fit
-    from convbert.glue.features import Features, LengthBucketSampler, collate
+    from convbert.finetune.sampler import LengthBucketSampler
+    from convbert.glue.features import Features, collate
     from convbert.model import ConvBertForSequenceClassification
     from convbert.train.optim import OptimConfig
 
