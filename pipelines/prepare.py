@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> None:
         corpus=OmegaConf.to_container(cfg.corpus, resolve=True),
         tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
         max_seq_length=cfg.max_seq_length,
-        seed=cfg.seed,
+        seed=cfg.data_seed,
         heldout_fraction=cfg.heldout_fraction,
         num_workers=cfg.num_workers,
         data_dir=cfg.data_dir,

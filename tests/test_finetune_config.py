@@ -17,6 +17,7 @@ import pipelines.finetune  # noqa: F401  (registers the init_name resolver)
 from convbert.config import ConfigError
 from convbert.finetune import FinetuneConfig, record_job, task_adapter
 from convbert.tasks import task_info
+from pipelines import unknown_key_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,12 +61,18 @@ def test_unknown_key_without_plus_fails_in_hydra():
         composed("task.epoch=3")
 
 
-def test_old_spellings_still_work_with_a_warning():
+def test_old_spellings_work_from_python_with_a_warning_and_are_named_on_the_command_line():
+    old = {"lr": 1e-4, "max_length": 64, "batch_size": 8, "glue_dir": "/glue", "model_overrides": {"attention": "self"},
+           "adam_bias_correction": True}
     with pytest.warns(FutureWarning, match="'lr' is deprecated.*'optim.lr'"):
-        j = job("lr=1e-4", "max_length=64", "batch_size=8", "glue_dir=/glue", "model_overrides={attention: self}",
-                "adam_bias_correction=true")
+        j = FinetuneConfig.from_dict({**compose_resolved("finetune", ["paths.root=/r"]), **old})
     assert j.optim.lr == 1e-4 and j.task["max_length"] == 64 and j.trainer.batch_size == 8
     assert j.data.dir == "/glue" and j.model.overrides == {"attention": "self"} and j.optim.bias_correction
+    assert unknown_key_errors("finetune", ["lr=1e-4", "glue_dir=/glue", "trainer.batch_size=8"]) == [
+        "error: 'lr' is now 'optim.lr'; the old spelling is no longer read on the command line",
+        "error: 'glue_dir' is now 'data.dir'; the old spelling is no longer read on the command line"]
+    assert unknown_key_errors("prepare", ["seed=7"]) == [
+        "error: 'seed' is now 'data_seed'; the old spelling is no longer read on the command line"]
 
 
 @pytest.mark.parametrize("name", ["rte", "mrpc", "sst2", "squad2"])

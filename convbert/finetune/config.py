@@ -143,7 +143,8 @@ class FinetuneConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
         """Validate every group (unknown keys fail naming the valid ones); old spellings are mapped."""
-        # conf/legacy/finetune.yaml keeps a null placeholder for each old spelling: only a set one is moved
+        # a dict from a library caller may still use them (the command line names the new key instead:
+        # pipelines.renamed_keys); a null one is dropped
         cfg, moved = move_renamed(values, LEGACY_KEYS, skip_unset=True)
         for old, new in moved:
             use = "model.<ConvBertConfig field>" if new == "model" else new
