@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +11,19 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _register_resolvers() -> None:
+    """${glue_tasks:} in conf/: the task registry's eight GLUE tasks (convbert/tasks.py), so that the stages'
+    task lists have one home."""
+    from omegaconf import OmegaConf
+
+    from convbert.tasks import ELECTRA_TASKS
+
+    OmegaConf.register_new_resolver("glue_tasks", lambda: list(ELECTRA_TASKS), replace=True)
+
+
+_register_resolvers()
 # old command-line spellings -> today's, per stage (one name per knob across the stages): refused naming the new
 # key. A config dict given to the library in an old spelling still works, with a deprecation warning.
 RENAMED = {"prepare": {"seed": "data_seed"}}
@@ -54,6 +67,26 @@ def resolved_settings(config: DictConfig) -> dict[str, Any]:
 
     callback_config(config)
     return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
+
+
+def compose(stage: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The settings `python -m pipelines.<stage> <overrides>` runs with (resolved, from this directory), as a
+    plain dict: what a caller of the library passes (convbert.pretrain.run, convbert.finetune.run_job after
+    FinetuneConfig.from_dict) to get `make <stage>`'s recipe, defaults included, from Python."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if stage == "finetune":
+        import pipelines.finetune  # noqa: F401  (its init_name resolver names the job dirs)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=stage):
+        config = hydra_compose(stage, overrides=list(overrides), return_hydra_config=True)
+    try:
+        return resolved_settings(config)
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def unknown_key_errors(config_name: str, args: list[str]) -> list[str]:

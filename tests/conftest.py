@@ -84,6 +84,8 @@ def hydra_job(stage: str, overrides: Sequence[str] = (), run_dir: str | Path | N
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    import pipelines  # noqa: F401  (registers conf/'s resolvers, as every entry point does)
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name=stage):
         cfg = compose(stage, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):

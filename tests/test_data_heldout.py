@@ -19,7 +19,8 @@ WORDPIECE = {"kind": "wordpiece", "vocab_size": 600}
 def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the same corpus without and with a 20% held-out part)."""
     data_dir = tmp_path_factory.mktemp("data")
-    whole = prepare(PYDOCS, WORDPIECE, max_seq_length=64, num_workers=1, data_dir=data_dir, progress=False)
+    whole = prepare(PYDOCS, WORDPIECE, max_seq_length=64, num_workers=1, data_dir=data_dir, progress=False,
+                    heldout_fraction=0.0)
     held = prepare(PYDOCS, WORDPIECE, max_seq_length=64, num_workers=1, data_dir=data_dir, progress=False,
                    heldout_fraction=0.2)
     return whole, held

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from conftest import start_process
 
-from convbert.data import DataError, check_compatible, check_files, load_shards_tokenizer, prepare, read_manifest
+from convbert import data as convbert_data
+from convbert.data import DataError, check_compatible, check_files, load_shards_tokenizer, read_manifest
+
+
+def prepare(*args: object, **kwargs: object) -> Path:
+    """convbert.data.prepare over the whole corpus: these tests count it, so no held-out split unless asked."""
+    kwargs.setdefault("heldout_fraction", 0.0)
+    return convbert_data.prepare(*args, **kwargs)
+
 
 PYDOCS = {"name": "pydocs", "source": "pydocs", "max_bytes": 600_000}  # 3 chunks: exercises the pool
 WORDPIECE = {"kind": "wordpiece", "vocab_size": 1000}

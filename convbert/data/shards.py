@@ -39,6 +39,9 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 18  # documents are cut into ~256 KB chunks; part of the format (seeds are per chunk)
 SHARD_TOKENS = 1 << 27  # a new shard file every ~128M tokens
 INDEX_COLUMNS = ("shard", "offset", "length", "b_start")
+# what prepare() uses when its caller does not say: conf/shards/default.yaml's values (tests/test_one_home.py)
+DATA_SEED = 12345
+HELDOUT_FRACTION = 0.05
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # tmp dirs on shared disks
 
 
@@ -46,11 +49,11 @@ def prepare(
     corpus: Mapping[str, Any],
     tokenizer: Mapping[str, Any],
     max_seq_length: int = 128,
-    seed: int = 12345,
+    seed: int = DATA_SEED,
     num_workers: int = 2,
     data_dir: str | Path = "data",
     progress: bool = True,
-    heldout_fraction: float = 0.0,
+    heldout_fraction: float = HELDOUT_FRACTION,
 ) -> Path:
     """Return data_dir/<corpus.name>-<hash> for this config, building it first unless already finished.
 
@@ -87,8 +90,8 @@ def prepare(
 
 
 def data_path(corpus: Mapping[str, Any], tokenizer: Mapping[str, Any], max_seq_length: int = 128,
-              seed: int = 12345, num_workers: int = 2, data_dir: str | Path = "data",
-              heldout_fraction: float = 0.0, **_: Any) -> Path:
+              seed: int = DATA_SEED, num_workers: int = 2, data_dir: str | Path = "data",
+              heldout_fraction: float = HELDOUT_FRACTION, **_: Any) -> Path:
     """Where `prepare` with these arguments puts its data dir, without building it (other ranks wait for
     it to appear while rank 0 builds)."""
     return _resolve(corpus, tokenizer, max_seq_length, seed, num_workers, data_dir, heldout_fraction)[3]

@@ -24,6 +24,7 @@ from convbert.config import (
 from convbert.tasks import recipe_defaults, task_info
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES
+from convbert.train.tracking import default_mode
 
 DEFAULT_LR = {"tiny": 3e-4, "small": 3e-4, "medium-small": 3e-4, "base": 1e-4}  # optim.lr null (docs/design.md §4)
 
@@ -117,7 +118,8 @@ def task_config(task: Any) -> dict[str, Any]:
     return task
 
 
-# fine-tuning's optimizer defaults where they differ from OptimConfig's (conf/optim/finetune.yaml spells them too)
+# fine-tuning's optimizer defaults where they differ from OptimConfig's: conf/optim/finetune.yaml's values, for a
+# config dict from Python that lacks them (tests/test_one_home.py checks that the two agree)
 FINETUNE_OPTIM: dict[str, Any] = {"lr": None, "warmup_fraction": 0.1, "layer_decay": 0.8}
 
 
@@ -134,7 +136,7 @@ class FinetuneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(**FINETUNE_OPTIM))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled"})
+    tracking: dict[str, Any] = field(default_factory=lambda: {"mode": default_mode()})
     search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
 
     def __post_init__(self) -> None:
@@ -163,7 +165,7 @@ class FinetuneConfig:
                    model=ModelConfig.from_dict(cfg.get("model") or {}),
                    optim=from_mapping(OptimConfig, "optim", optim),
                    trainer=from_mapping(TrainerConfig, "trainer", cfg.get("trainer")),
-                   tracking=dict(cfg.get("tracking") or {"mode": "disabled"}), search=cfg.get("search"))
+                   tracking=dict(cfg.get("tracking") or {"mode": default_mode()}), search=cfg.get("search"))
 
     def settings(self) -> dict[str, Any]:
         """What makes the job's results: a resumed job must have the same (tracking and resources may change)."""

@@ -31,6 +31,7 @@ from convbert.train.lock import DirLock
 from convbert.train.precision import resolve_precision
 from convbert.train.runinfo import recorded_changes, recorded_differences
 from convbert.train.signals import StopRequest
+from convbert.train.tracking import default_mode
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
     seed_everything(cfg.seed)
     pre, model, lr = _model(cfg, adapter, device)
     t = cfg.tracking
-    tracker = Tracker(run_dir, dataclasses.asdict(cfg), mode=t.get("mode", "disabled"),
+    tracker = Tracker(run_dir, dataclasses.asdict(cfg), mode=t.get("mode", default_mode()),
                       project=t.get("project", "convbert"), group=t.get("group"),
                       name=t.get("name") or f"{adapter.name}-seed{cfg.seed}", job_type="finetune",
                       tags=[adapter.name, pre.model_info["name"]])

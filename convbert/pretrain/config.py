@@ -27,10 +27,11 @@ from convbert.config import (
     reject_unknown,
 )
 from convbert.data.config import CorpusConfig, TokenizerConfig
+from convbert.data.shards import DATA_SEED, HELDOUT_FRACTION
 from convbert.electra import ElectraObjective
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES
-from convbert.train.tracking import WANDB_MODES
+from convbert.train.tracking import WANDB_MODES, default_mode
 
 RESUME_MODES = ("auto", "never")
 PRECISIONS = ("auto", *DTYPES)
@@ -149,7 +150,7 @@ class ModelConfig:
 
 @dataclass
 class TrackingConfig:
-    mode: str = "disabled"
+    mode: str = field(default_factory=default_mode)
     project: str = "convbert"
     group: str | None = None
     name: str | None = None
@@ -198,24 +199,28 @@ class PretrainConfig:
                     data_dir=self.data_dir)
 
 
+# what parse_config takes for a top-level key its config lacks: conf/pretrain.yaml's (and conf/shards/) values,
+# so that a dict from Python and `make pretrain` agree (tests/test_one_home.py checks them)
+TOP_LEVEL_DEFAULTS = {"seed": 1, "resume": "auto", "max_seq_length": 128, "data_seed": DATA_SEED,
+                      "heldout_fraction": HELDOUT_FRACTION, "num_workers": 2, "data_dir": "data"}
 TOP_LEVEL = ("name", "seed", "resume", "model", "optim", "trainer", "objective", "tracking", "corpus", "tokenizer",
              "max_seq_length", "data_seed", "heldout_fraction", "num_workers", "data_dir", "paths")
 
 
 def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     """Validate every group (cheap checks only: nothing is read or tokenized) and return the typed config."""
-    cfg = upgrade_settings(cfg, warn=True)
+    cfg = {**TOP_LEVEL_DEFAULTS, **upgrade_settings(cfg, warn=True)}
     reject_unknown("pretraining", cfg, TOP_LEVEL)
     missing = [k for k in ("name", "model", "corpus", "tokenizer") if k not in cfg]
     if missing:
         raise ConfigError(f"pretraining config lacks {missing}")
-    seed, data_seed = cfg.get("seed", 1), cfg.get("data_seed", 12345)
+    seed, data_seed = cfg["seed"], cfg["data_seed"]
     check_seed("seed", seed)
     check_seed("data_seed", data_seed)
-    resume = cfg.get("resume", "auto")
+    resume = cfg["resume"]
     if resume not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    heldout = cfg.get("heldout_fraction", 0.0)
+    heldout = cfg["heldout_fraction"]
     if isinstance(heldout, bool) or not isinstance(heldout, int | float) or not 0 <= heldout < 1:
         raise ConfigError(f"heldout_fraction must be in [0, 1), got {heldout!r}")
     try:
@@ -235,7 +240,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
                     ).generator_config(objective.generator_size)
     except ValueError as e:
         raise ConfigError(f"objective.generator_size={objective.generator_size}: {e}") from e
-    max_seq_length = cfg.get("max_seq_length", 128)
+    max_seq_length = cfg["max_seq_length"]
     check_int("max_seq_length", max_seq_length, low=5)
     if max_seq_length > model.fields["max_position_embeddings"]:
         raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's "
@@ -249,8 +254,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
         trainer=from_mapping(TrainerConfig, "trainer", cfg.get("trainer", {})), objective=objective,
         tracking=from_mapping(TrackingConfig, "tracking", cfg.get("tracking", {})),
         corpus=cfg["corpus"], tokenizer=cfg["tokenizer"], max_seq_length=max_seq_length, data_seed=data_seed,
-        heldout_fraction=float(heldout), num_workers=cfg.get("num_workers", 2),
-        data_dir=str(cfg.get("data_dir", "data")), raw=cfg,
+        heldout_fraction=float(heldout), num_workers=cfg["num_workers"], data_dir=str(cfg["data_dir"]), raw=cfg,
     )
 
 

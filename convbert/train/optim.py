@@ -124,7 +124,7 @@ class OptimConfig:
     layer-wise lr decay is for fine-tuning (null: off). lr null means "the stage's default" (fine-tuning picks
     one per model size)."""
 
-    lr: float | None = 3e-4
+    lr: float | None = None  # each stage's conf/optim file sets it (null in fine-tuning: the per-size default)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-6
     weight_decay: float = 0.01  # not on LayerNorm weights or biases

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 import warnings
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from convbert.io import write_text_atomic
+
+
+def default_mode() -> str:
+    """The tracking mode when none is given: $WANDB_MODE, else offline (conf/tracking/wandb.yaml)."""
+    return os.environ.get("WANDB_MODE", "offline")
+
 
 WANDB_MODES = ("online", "offline", "disabled")
 

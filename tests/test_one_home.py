@@ -1,0 +1,93 @@
+"""One home for every default: conf/ holds them, and where the library keeps a value for a config dict that
+lacks a key (typed dataclass defaults, fallbacks), it must be conf's. A run from Python and `make <stage>` get
+the same settings: pipelines.compose gives exactly what the command line composes."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+
+import pytest
+import yaml
+from conftest import CONF, REPO, STAGES, run_process
+
+import pipelines
+from convbert.config import PRESETS, ConvBertConfig
+from convbert.data import prepare
+from convbert.data.config import TokenizerConfig
+from convbert.finetune.config import FINETUNE_OPTIM, DataConfig
+from convbert.finetune.config import TrainerConfig as FinetuneTrainer
+from convbert.pretrain.config import TOP_LEVEL_DEFAULTS, TrackingConfig
+from convbert.pretrain.config import TrainerConfig as PretrainTrainer
+from convbert.tasks import ELECTRA_TASKS
+from convbert.train.optim import OptimConfig
+from convbert.train.tracking import default_mode
+
+
+def conf(path: str) -> dict:
+    return yaml.safe_load((CONF / path).read_text())
+
+
+def defaults(cls: type, **given: object) -> dict:
+    """The values a config dict without these keys gets from the dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls(**given)).items()}
+
+
+@pytest.mark.parametrize("cls, values, given", [
+    (PretrainTrainer, lambda: conf("trainer/default.yaml"), {}),
+    (OptimConfig, lambda: conf("optim/finetune.yaml"), FINETUNE_OPTIM),
+    (TokenizerConfig, lambda: conf("tokenizer/wordpiece.yaml"), {}),
+    (FinetuneTrainer, lambda: conf("finetune.yaml")["trainer"], {}),
+    (DataConfig, lambda: conf("finetune.yaml")["data"], {}),
+    (TrackingConfig, lambda: {**conf("tracking/wandb.yaml"), "mode": default_mode()}, {}),
+], ids=["pretrain trainer", "finetune optim", "tokenizer", "finetune trainer", "finetune data", "tracking"])
+def test_dataclass_defaults_are_confs(cls, values, given):
+    ours, theirs = defaults(cls, **given), values()
+    assert {k: v for k, v in ours.items() if k in theirs} == theirs
+
+
+def test_the_pretraining_optimizer_sets_what_the_schema_leaves_open():
+    pretrain = conf("optim/pretrain.yaml")
+    schema = defaults(OptimConfig, warmup_steps=0)  # the schema has no lr and no warmup of its own
+    assert {k: v for k, v in schema.items() if k not in ("lr", "warmup_steps")} == \
+        {k: v for k, v in pretrain.items() if k not in ("lr", "warmup_steps")}
+    assert OptimConfig.lr is None and OptimConfig.warmup_steps is None
+
+
+def test_top_level_fallbacks_and_prepare_defaults_are_confs():
+    shards, stage = conf("shards/default.yaml"), conf("pretrain.yaml")
+    assert {k: TOP_LEVEL_DEFAULTS[k] for k in ("max_seq_length", "data_seed", "heldout_fraction", "num_workers")} \
+        == {k: shards[k] for k in ("max_seq_length", "data_seed", "heldout_fraction", "num_workers")}
+    assert TOP_LEVEL_DEFAULTS["seed"] == stage["seed"] and TOP_LEVEL_DEFAULTS["resume"] == stage["resume"]
+    params = inspect.signature(prepare).parameters
+    assert params["seed"].default == shards["data_seed"] and params["max_seq_length"].default == \
+        shards["max_seq_length"] and params["heldout_fraction"].default == shards["heldout_fraction"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_model_presets_are_the_model_group(preset):
+    group = conf(f"model/{preset}.yaml")
+    built = dataclasses.asdict(ConvBertConfig.from_preset(preset, vocab_size=30522))
+    assert {k: group[k] for k in PRESETS[preset]} == PRESETS[preset]
+    assert {k: v for k, v in group.items() if k not in ("preset", "vocab_size")} == \
+        {k: v for k, v in built.items() if k in group and k != "vocab_size"}
+
+
+def test_one_glue_task_list():
+    makefile = (REPO / "Makefile").read_text()
+    tasks = next(line for line in makefile.splitlines() if line.startswith("TASKS ?="))
+    assert tasks.split("?=")[1].split("##")[0].strip() == ",".join(ELECTRA_TASKS)
+    for stage in ("reproduce", "baselines", "curve"):
+        assert pipelines.compose(stage)["tasks"] == list(ELECTRA_TASKS), stage
+
+
+@pytest.mark.slow  # one subprocess per stage
+@pytest.mark.parametrize("stage", STAGES)
+def test_python_and_the_command_line_compose_the_same_settings(stage, monkeypatch):
+    monkeypatch.chdir(REPO)  # paths.root is the directory the command runs from
+    shown = run_process(["-m", f"pipelines.{stage}", "--cfg", "job", "--resolve"], timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    cli = yaml.safe_load(shown.stdout)
+    ours = pipelines.compose(stage)
+    assert ours == cli and not any(isinstance(v, float) and math.isnan(v) for v in ours.values())
