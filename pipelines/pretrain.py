@@ -37,7 +37,7 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(callback_config(config).hydra.run.dir)
-        c = _parse(config)
+        c = _parse(config, list(config.hydra.overrides.task))
         _check_creatable(run_dir)
         if launch_env()[0] == 0:  # the other ranks of this run wait for rank 0, which takes the lock
             try:
@@ -53,13 +53,13 @@ class RunDirCheck(Callback):
         _check_creatable(Path(callback_config(config).hydra.sweep.dir))
 
 
-def _parse(config: DictConfig) -> PretrainConfig:
+def _parse(config: DictConfig, overrides: list[str]) -> PretrainConfig:
     """The typed settings; a ConfigError ends the command here, so that a bad value leaves no run dir behind.
     SystemExit: Hydra turns a callback's exceptions into warnings and would go on to start the run."""
     try:
         with warnings.catch_warnings():  # the run itself warns about old spellings
             warnings.simplefilter("ignore")
-            return parse_config(resolved_settings(config))
+            return parse_config(budget_sets_length(resolved_settings(config), overrides))
     except ValueError as e:  # ConfigError, and the data groups' DataError
         sys.exit(f"error: {e}")
 
@@ -74,10 +74,24 @@ def _check_creatable(run_dir: Path) -> None:
                  "or paths.runs_dir")
 
 
+def budget_sets_length(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A budget given on the command line sets the run's length: the trainer.max_steps of the config files
+    (the trainer group's or an experiment's) gives way. A max_steps on the command line as well does not: the
+    run refuses the two, naming both."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    trainer = settings.get("trainer") or {}
+    budget = trainer.get("budget") or {}
+    given = any(k.startswith("trainer.budget") for k in keys) and (budget.get("flops") or budget.get("hours"))
+    if given and "trainer.max_steps" not in keys:
+        trainer["max_steps"] = None
+    return settings
+
+
 @hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    settings = budget_sets_length(OmegaConf.to_container(cfg, resolve=True), list(HydraConfig.get().overrides.task))
     try:
-        summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+        summary = run(settings, HydraConfig.get().runtime.output_dir)
     except Preempted as stop:
         rank = launch_env()[0]
         print(f"rank {rank}: {stop.message}" if rank else stop.message, file=sys.stderr, flush=True)
