@@ -75,15 +75,22 @@ def _check_creatable(run_dir: Path) -> None:
 
 
 def budget_sets_length(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A budget given on the command line sets the run's length: the trainer.max_steps of the config files
-    (the trainer group's or an experiment's) gives way. A max_steps on the command line as well does not: the
-    run refuses the two, naming both."""
+    """The command line's run length wins over the config files': a budget given there replaces the trainer
+    group's (or an experiment's) max_steps, a max_steps given there replaces an experiment's budget. Both on the
+    command line are left for the run to refuse, naming both."""
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     trainer = settings.get("trainer") or {}
     budget = trainer.get("budget") or {}
-    given = any(k.startswith("trainer.budget") for k in keys) and (budget.get("flops") or budget.get("hours"))
-    if given and "trainer.max_steps" not in keys:
+    budget_given = any(k.startswith("trainer.budget") for k in keys)
+    steps_given = "trainer.max_steps" in keys
+    if budget_given and not steps_given and (budget.get("flops") or budget.get("hours")):
         trainer["max_steps"] = None
+    elif steps_given and not budget_given and trainer.get("max_steps") is not None:
+        for kind in ("flops", "hours"):
+            if budget.get(kind) is not None:
+                print(f"trainer.max_steps={trainer['max_steps']} replaces the config's trainer.budget.{kind}="
+                      f"{budget[kind]}", file=sys.stderr)
+                budget[kind] = None
     return settings
 
 
