@@ -39,7 +39,7 @@ class BudgetConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf):
                 raise ConfigError(f"trainer.budget.{key} must be a positive number or null, got {v!r}")
         if self.flops is not None and self.hours is not None:
-            raise ConfigError(f"trainer.budget.flops={self.flops} and trainer.budget.hours={self.hours} are both "
+            raise ConfigError(f"trainer.budget.flops={self.flops:g} and trainer.budget.hours={self.hours:g} are both "
                               "set: give one budget")
         check_int("trainer.budget.skip_steps", self.skip_steps, low=0)
         check_int("trainer.budget.measure_steps", self.measure_steps)

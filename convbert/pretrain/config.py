@@ -84,7 +84,7 @@ class TrainerConfig:
         self.budget = from_mapping(BudgetConfig, "trainer.budget", self.budget)
         if self.budget.kind and self.max_steps is not None:
             raise ConfigError(f"trainer.max_steps={self.max_steps} and trainer.budget.{self.budget.kind}="
-                              f"{self.budget.value} are both set: a budget sets the run's length, so give one "
+                              f"{self.budget.value:g} are both set: a budget sets the run's length, so give one "
                               "(trainer.max_steps=null with a budget)")
         if not self.budget.kind and self.max_steps is None:
             raise ConfigError("trainer.max_steps is null and no trainer.budget.flops or trainer.budget.hours is "
