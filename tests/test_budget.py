@@ -180,7 +180,7 @@ def test_reproduce_two_experiments_at_one_flop_budget(tmp_path):
                         f"budget.flops={budget!r}", f"output_dir={tmp_path / 'out'}",
                         f"pretrain_root={tmp_path / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte]",
                         "pretrain_args=[" + ",".join(f'"{a}"' for a in pretrain) + "]",
-                        'finetune_args=["task.max_length=32","trainer.batch_size=8","task.epochs=1",'
+                        'finetune_args=["task.max_length=32","trainer.batch_size=8","task.epochs=1","optim.lr=3e-4",'
                         '"tracking.mode=disabled"]'], timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     summaries = {run: json.loads((tmp_path / "pretrain" / run / "pretrain_summary.json").read_text())
