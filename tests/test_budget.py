@@ -71,6 +71,20 @@ def test_flop_budget_gives_the_hand_computed_steps_and_schedule(tmp_path, data_d
     assert [r["lr"] for r in logged] == pytest.approx([lr * min(1, s) * (1 - s / 7) for s in range(7)])
 
 
+def test_a_changed_budget_on_resume_changes_the_schedule_like_max_steps(tmp_path, data_dir):
+    """As with trainer.max_steps, a resumed run may change its budget (or switch between steps and a budget): the
+    schedule is re-derived from the step resumed at."""
+    per_step, run = hand_step_flops(), tmp_path / "run"
+    train(run, data_dir, f"trainer.budget.flops={4.5 * per_step!r}", "trainer.stop_after=2", "trainer.ckpt_every=2")
+    summary = train(run, data_dir, f"trainer.budget.flops={8.5 * per_step!r}", "trainer.ckpt_every=2")
+    assert summary["steps"] == 8 and summary["budget"]["value"] == 8.5 * per_step
+    logged = rows(run)
+    lr = json.loads((run / "config.json").read_text())["optim"]["lr"]
+    assert logged[1]["lr"] == pytest.approx(lr * (1 - 1 / 4)) and logged[2]["lr"] == pytest.approx(lr * (1 - 2 / 8))
+    summary = train(run, data_dir, "trainer.max_steps=10", "trainer.ckpt_every=2")  # and on to a step count
+    assert summary["steps"] == 10 and summary["budget"] is None
+
+
 def test_budget_settings_are_checked_naming_the_key():
     with pytest.raises(ConfigError, match=r"trainer.max_steps=5 and trainer.budget.flops=1e\+12 are both set"):
         TrainerConfig(max_steps=5, budget={"flops": 1e12})
