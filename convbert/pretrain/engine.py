@@ -245,6 +245,8 @@ def fix_hours_budget(state: TrainState, r: Run, step_device_s: float, measured: 
     b = c.trainer.budget
     b.step_device_s = raw_budget(c)["step_device_s"] = step_device_s
     c.trainer.max_steps = max(hours_steps(b.hours, step_device_s), state.step)
+    if c.trainer.max_steps == state.step:
+        say(r.info, f"budget: trainer.budget.hours={b.hours:g} was spent while measuring: the run ends here")
     state.follow_schedule(c.optim.factor(c.trainer.max_steps))
     if r.info.is_main:
         write_json_atomic(r.run_dir / "config.json", c.raw)
