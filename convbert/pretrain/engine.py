@@ -370,7 +370,8 @@ def log_window(state: TrainState, r: Run) -> dict[str, Any]:
                                    summed["masked"])
     elapsed, state.window_start = now - state.window_start, now
     metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"],
-                   nominal_flops=state.step * r.step_flops)
+                   nominal_flops=state.step * r.step_flops,
+                   device_hours=totals["train_time_s"] * r.info.world_size / 3600)
     if elapsed > 0:
         metrics["tokens_per_s"] = summed["tokens"] / elapsed
     used = budget_used(state, r)
