@@ -185,6 +185,12 @@ def test_table_says_at_what_the_models_were_compared(budgets, says):
     assert any("a 2000 steps, 4.200e+13 nominal FLOPs; b 2000 steps" in n for n in table.notes)
 
 
+def test_table_says_nothing_of_compute_for_records_without_steps():
+    old = Pretraining(1000, 4.0e13, 0.1, "cpu")  # written before budgets: no steps, no nominal FLOPs
+    table = aggregate([result("a", "mixed", old), result("b", "self", old)])
+    assert not any("Pretrained" in n for n in table.notes), table.notes
+
+
 @pytest.mark.slow  # end to end through the reproduce entry point
 def test_reproduce_two_experiments_at_one_flop_budget(tmp_path):
     glue = write_glue_dir(tmp_path / "glue", tasks=["rte"])

@@ -38,7 +38,9 @@ def compute_basis_notes(models: list[tuple[str, Pretraining | None]]) -> list[st
     kinds = {p.budget_kind for p in records}
     if kinds == {None}:
         steps = {p.steps for p in records}
-        if len(steps) == 1 and None not in steps:
+        if None in steps:  # records written before steps were: nothing to say
+            return []
+        if len(steps) == 1:
             return [f"Pretrained at equal steps ({records[0].steps} each), not at equal compute: {runs}"]
         return [f"Pretrained neither to one compute budget nor for equal steps: {runs}"]
     if len(kinds) > 1:
