@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_resolved, run_entry, run_process, start_process
+from conftest import compose_resolved, run_entry, run_process, start_process, torchrun
 from glue_fixtures import write_glue_dir
 
 from convbert.config import ConfigError
@@ -216,3 +216,18 @@ def test_reproduce_two_experiments_at_one_flop_budget(tmp_path):
     for run, s in summaries.items():
         assert float(csv_rows[run]["pretrain_nominal_flops"]) == pytest.approx(s["nominal_flops"])
         assert csv_rows[run]["pretrain_budget_kind"] == "flops" and int(csv_rows[run]["pretrain_steps"]) == s["steps"]
+
+
+@pytest.mark.slow  # end to end: torchrun with 2 ranks
+def test_hours_budget_under_ddp_gives_every_rank_the_same_steps(tmp_path, data_dir):
+    """The ranks' step times are averaged (one all-reduce), so both fix the same max_steps: a rank that stopped
+    earlier would leave the other waiting in a collective, and the run would not end."""
+    run = tmp_path / "ddp"
+    proc = run_process([*torchrun(2), "-m", "pipelines.pretrain", *SMALL, f"data_dir={data_dir}",
+                        f"hydra.run.dir={run}", "trainer.budget.hours=0.0003", "trainer.budget.skip_steps=1",
+                        "trainer.budget.measure_steps=2"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "pretrain_summary.json").read_text())
+    rate = json.loads((run / "config.json").read_text())["trainer"]["budget"]["step_device_s"]
+    assert summary["world_size"] == 2 and summary["steps"] == max(3, math.floor(0.0003 * 3600 / rate))
+    assert (run / "checkpoints" / f"step_{summary['steps']:08d}.pt").is_file()
