@@ -37,7 +37,7 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(callback_config(config).hydra.run.dir)
-        c = _parse(config)
+        c = _parse(config, list(config.hydra.overrides.task))
         _check_creatable(run_dir)
         if launch_env()[0] == 0:  # the other ranks of this run wait for rank 0, which takes the lock
             try:
@@ -53,13 +53,13 @@ class RunDirCheck(Callback):
         _check_creatable(Path(callback_config(config).hydra.sweep.dir))
 
 
-def _parse(config: DictConfig) -> PretrainConfig:
+def _parse(config: DictConfig, overrides: list[str]) -> PretrainConfig:
     """The typed settings; a ConfigError ends the command here, so that a bad value leaves no run dir behind.
     SystemExit: Hydra turns a callback's exceptions into warnings and would go on to start the run."""
     try:
         with warnings.catch_warnings():  # the run itself warns about old spellings
             warnings.simplefilter("ignore")
-            return parse_config(resolved_settings(config))
+            return parse_config(budget_sets_length(resolved_settings(config), overrides))
     except ValueError as e:  # ConfigError, and the data groups' DataError
         sys.exit(f"error: {e}")
 
@@ -74,10 +74,31 @@ def _check_creatable(run_dir: Path) -> None:
                  "or paths.runs_dir")
 
 
+def budget_sets_length(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The command line's run length wins over the config files': a budget given there replaces the trainer
+    group's (or an experiment's) max_steps, a max_steps given there replaces an experiment's budget. Both on the
+    command line are left for the run to refuse, naming both."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    trainer = settings.get("trainer") or {}
+    budget = trainer.get("budget") or {}
+    budget_given = any(k.startswith("trainer.budget") for k in keys)
+    steps_given = "trainer.max_steps" in keys
+    if budget_given and not steps_given and (budget.get("flops") or budget.get("hours")):
+        trainer["max_steps"] = None
+    elif steps_given and not budget_given and trainer.get("max_steps") is not None:
+        for kind in ("flops", "hours"):
+            if budget.get(kind) is not None:
+                print(f"trainer.max_steps={trainer['max_steps']} replaces the config's trainer.budget.{kind}="
+                      f"{budget[kind]}", file=sys.stderr)
+                budget[kind] = None
+    return settings
+
+
 @hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    settings = budget_sets_length(OmegaConf.to_container(cfg, resolve=True), list(HydraConfig.get().overrides.task))
     try:
-        summary = run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+        summary = run(settings, HydraConfig.get().runtime.output_dir)
     except Preempted as stop:
         rank = launch_env()[0]
         print(f"rank {rank}: {stop.message}" if rank else stop.message, file=sys.stderr, flush=True)

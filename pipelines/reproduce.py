@@ -33,6 +33,32 @@ def pretrain_run(experiment: str | None, pretrain_args: list[str]) -> tuple[str,
     return str(cfg.name), cfg.model.preset == "tiny"
 
 
+def budget_args(budget: dict, experiments: list[str | None]) -> dict[str | None, list[str]]:
+    """Each experiment's trainer.budget override: the one budget (flops or hours) times its ratio (default 1).
+    Raises SystemExit naming the bad key."""
+    kinds = [k for k in ("flops", "hours") if budget.get(k) is not None]
+    ratio = budget.get("ratio") or {}
+    unknown = sorted(set(budget) - {"flops", "hours", "ratio"})
+    if unknown:
+        raise SystemExit(f"budget has unknown key(s) {unknown}; its keys are flops, hours, ratio")
+    if len(kinds) > 1:
+        raise SystemExit(f"budget.flops={budget['flops']} and budget.hours={budget['hours']} are both set: give one")
+    if ratio and not kinds:
+        raise SystemExit("budget.ratio is set but no budget.flops or budget.hours to scale")
+    for name, share in ratio.items():
+        if name not in experiments:
+            raise SystemExit(f"budget.ratio.{name}: not one of the experiments {experiments}")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not share > 0:
+            raise SystemExit(f"budget.ratio.{name} must be a positive number, got {share!r}")
+    if not kinds:
+        return {e: [] for e in experiments}
+    kind = kinds[0]
+    value = budget[kind]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SystemExit(f"budget.{kind} must be a positive number, got {value!r}")
+    return {e: [f"trainer.budget.{kind}={float(value) * ratio.get(e, 1.0)!r}"] for e in experiments}
+
+
 def run_experiment(experiment: str | None, name: str, c: dict, out: Path, seeds: list[int],
                    finetune_args: list[str], random_init: bool) -> list[str]:
     """pretrain -> GLUE sweep for one experiment (its pretraining run is `name`), and with random_init the same
@@ -86,6 +112,7 @@ def main(cfg: DictConfig) -> None:
         experiments = [e for e in experiments.split(",") if e]
     if len(set(experiments)) != len(experiments):
         raise SystemExit(f"experiments lists one twice: {experiments}")
+    budgets = budget_args(c["budget"], experiments)
     runs = [pretrain_run(e, c["pretrain_args"]) for e in experiments]  # fails early on a bad experiment
     names = [n for n, _ in runs]
     if len(set(names)) != len(names):
@@ -99,7 +126,8 @@ def main(cfg: DictConfig) -> None:
     random_init = c["random_init"] if c["random_init"] != "auto" else smoke
     failed = []
     for experiment, name in zip(experiments, names, strict=True):
-        failed += run_experiment(experiment, name, c, out, seeds, finetune_args, random_init)
+        own = {**c, "pretrain_args": c["pretrain_args"] + budgets[experiment]}  # equal compute (or a ratio)
+        failed += run_experiment(experiment, name, own, out, seeds, finetune_args, random_init)
     # one table over every experiment's results: rows side by side, and the comparison of the two experiments
     # (or, for one experiment, of its pretrained and random-init rows)
     compare = [f"compare=[{names[0]},{names[1]}]"] if len(names) == 2 else []

@@ -57,9 +57,9 @@ def _restore_torch_threads() -> Iterator[None]:
 # The longest test files, as measured on 2 cores. Under pytest-xdist (make test: -n 2, handing out one test at a
 # time) the slow tests start first, these files' first of all, so that both workers finish at about the same time
 # rather than one starting a minute-long test when the other is nearly done. Only the order changes.
-START_FIRST = ("test_reproduce.py", "test_finetune_resume.py", "test_finetune_search.py", "test_gpu_check.py",
-               "test_pretrain.py", "test_curve.py", "test_finetune_glue.py", "test_finetune_squad.py",
-               "test_experiments.py")
+START_FIRST = ("test_reproduce.py", "test_budget.py", "test_finetune_resume.py", "test_finetune_search.py",
+               "test_gpu_check.py", "test_pretrain.py", "test_curve.py", "test_finetune_glue.py",
+               "test_finetune_squad.py", "test_experiments.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

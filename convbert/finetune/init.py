@@ -113,7 +113,18 @@ def _read_pretrain_summary(run_dir: Path) -> dict[str, Any] | None:
     missing = [k for k in PRETRAIN_SUMMARY_KEYS if k not in summary]
     if missing:
         raise InitError(f"{path}: missing keys {missing}")
-    return {k: summary[k] for k in PRETRAIN_SUMMARY_KEYS}
+    return {**{k: summary[k] for k in PRETRAIN_SUMMARY_KEYS}, **_budget_record(summary)}
+
+
+def _budget_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """Steps, nominal FLOPs and the compute budget of a pretraining run, flattened into results.json's
+    "pretraining" (summaries written before budgets existed have none of them)."""
+    out = {k: summary[k] for k in ("steps", "nominal_flops") if summary.get(k) is not None}
+    budget = summary.get("budget")
+    if isinstance(budget, dict):
+        out |= {"budget_kind": budget.get("kind"), "budget_value": budget.get("value"),
+                "budget_used": budget.get("used")}
+    return out
 
 
 def _download(repo_id: str) -> Path:

@@ -29,6 +29,7 @@ from convbert.config import (
 from convbert.data.config import CorpusConfig, TokenizerConfig
 from convbert.data.shards import DATA_SEED, HELDOUT_FRACTION
 from convbert.electra import ElectraObjective
+from convbert.pretrain.budget import BudgetConfig
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES
 from convbert.train.tracking import WANDB_MODES, default_mode
@@ -43,7 +44,8 @@ MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir",
                         "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
                         "trainer.keep_steps", "trainer.keep_every",
                         "trainer.progress", "trainer.eval_every", "trainer.eval_examples", "trainer.max_bad_steps",
-                        "trainer.stop_check_every", "trainer.data_wait_s")
+                        "trainer.stop_check_every", "trainer.data_wait_s", "trainer.budget")
+# trainer.budget may change like trainer.max_steps: the schedule is re-derived from the step resumed at
 # renamed keys: old dotted spelling -> new (issue 15: one spelling per knob across stages)
 RENAMED = {"trainer.lr": "optim.lr", "trainer.weight_decay": "optim.weight_decay",
            "trainer.adam_betas": "optim.betas", "trainer.adam_eps": "optim.eps",
@@ -64,7 +66,8 @@ class TrainerConfig:
     num_threads: int | None = None
     batch_size: int = 128  # global: ranks x grad_accum x micro-batch
     grad_accum: int = 1
-    max_steps: int = 1_000_000
+    max_steps: int | None = 1_000_000  # null: trainer.budget sets it
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     stop_after: int | None = None  # end this job at that step (checkpointed) without changing the schedule
     log_every: int = 100
     ckpt_every: int = 10_000
@@ -79,8 +82,17 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_ints(self, "trainer", ("batch_size", "grad_accum", "max_steps", "log_every", "ckpt_every", "keep_last",
+        check_ints(self, "trainer", ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last",
                                      "stop_check_every"))
+        check_ints(self, "trainer", ("max_steps",), nullable=True)
+        self.budget = from_mapping(BudgetConfig, "trainer.budget", self.budget)
+        if self.budget.kind and self.max_steps is not None:
+            raise ConfigError(f"trainer.max_steps={self.max_steps} and trainer.budget.{self.budget.kind}="
+                              f"{self.budget.value:g} are both set: a budget sets the run's length, so give one "
+                              "(trainer.max_steps=null with a budget)")
+        if not self.budget.kind and self.max_steps is None:
+            raise ConfigError("trainer.max_steps is null and no trainer.budget.flops or trainer.budget.hours is "
+                              "set: give the run a length")
         check_ints(self, "trainer", ("eval_examples", "max_bad_steps"), low=0)
         check_ints(self, "trainer", ("stop_after", "eval_every", "num_threads"), nullable=True)
         check_bools(self, "trainer", ("progress",))
@@ -110,8 +122,10 @@ class TrainerConfig:
         return step in self.keep_steps or bool(self.keep_every and step % self.keep_every == 0)
 
     @property
-    def end(self) -> int:
-        """The step this job stops at."""
+    def end(self) -> int | None:
+        """The step this job stops at; None while an hours budget is still measuring (and no stop_after)."""
+        if self.max_steps is None:
+            return self.stop_after
         return min(self.max_steps, self.stop_after or self.max_steps)
 
 

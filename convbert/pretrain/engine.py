@@ -40,6 +40,7 @@ from convbert.electra import (
 )
 from convbert.io import read_json, write_json_atomic
 from convbert.model import ConvBertModel
+from convbert.pretrain.budget import StepMeter, budget_record, flops_steps, hours_steps, step_flops
 from convbert.pretrain.config import (
     MAY_CHANGE_ON_RESUME,
     PretrainConfig,
@@ -59,6 +60,11 @@ from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import Tracker, keep_metrics_until, read_metrics
 
 NEVER_MASKED = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")  # docs/design.md §3 (as ELECTRA; [UNK] may be masked)
+
+
+# pretrain_summary.json says which FLOPs are which (docs/design.md §3, "Compute budgets")
+FLOPS_BASIS = ("flops: the tokens the steps processed (padding excluded); nominal_flops: steps x a full-length "
+               "step (batch_size x max_seq_length tokens), what trainer.budget.flops counts")
 
 
 class ExportError(RuntimeError):
@@ -158,6 +164,7 @@ class Run:
     stop: StopRequest
     evaluate: HeldOutEval | None
     seq_len: int
+    step_flops: float  # nominal FLOPs of a step (what trainer.budget.flops counts)
     progress: Any = None  # a tqdm bar on rank 0
 
     @property
@@ -205,14 +212,85 @@ def resume(state: TrainState, r: Run) -> None:
             print(f"resumed from {path} at step {state.step}", flush=True)
 
 
+# ---------------------------------------------------------------------------------------- budgets
+def budget_steps(c: PretrainConfig, run_dir: Path, per_step: float, info: DistInfo) -> None:
+    """Fix trainer.max_steps from a budget before the first step: a FLOP budget always, an hours budget when its
+    rate is known (given, or measured by this run before a restart: read back from config.json)."""
+    b = c.trainer.budget
+    if b.flops is not None:
+        c.trainer.max_steps = flops_steps(b.flops, per_step)
+        say(info, f"budget: {b.flops:.3g} FLOPs at {per_step:.3g} nominal FLOPs a step (batch_size x "
+                  f"max_seq_length tokens) gives trainer.max_steps={c.trainer.max_steps}")
+    elif b.hours is not None:
+        if b.step_device_s is None:
+            b.step_device_s = recorded_step_time(run_dir)
+            raw_budget(c)["step_device_s"] = b.step_device_s
+        if b.step_device_s is not None:
+            c.trainer.max_steps = hours_steps(b.hours, b.step_device_s)
+            say(info, f"budget: {b.hours:.3g} device-hours at {b.step_device_s:.4g} device-s a step (recorded "
+                      f"in config.json) gives trainer.max_steps={c.trainer.max_steps}")
+
+
+def recorded_step_time(run_dir: Path) -> float | None:
+    """The step time an hours budget measured in this run before (config.json), if the run has checkpoints."""
+    if not list_checkpoints(run_dir / "checkpoints") or not (run_dir / "config.json").is_file():
+        return None
+    saved = read_json(run_dir / "config.json", error=ConfigError)
+    return ((saved.get("trainer") or {}).get("budget") or {}).get("step_device_s")
+
+
+def fix_hours_budget(state: TrainState, r: Run, step_device_s: float, measured: int) -> None:
+    """An hours budget has measured its rate: fix max_steps and the schedule, and record the rate."""
+    c = r.c
+    b = c.trainer.budget
+    b.step_device_s = raw_budget(c)["step_device_s"] = step_device_s
+    c.trainer.max_steps = max(hours_steps(b.hours, step_device_s), state.step)
+    if c.trainer.max_steps == state.step:
+        say(r.info, f"budget: trainer.budget.hours={b.hours:g} was spent while measuring: the run ends here")
+    state.follow_schedule(c.optim.factor(c.trainer.max_steps))
+    if r.info.is_main:
+        write_json_atomic(r.run_dir / "config.json", c.raw)
+        if r.progress is not None:
+            r.progress.total = c.trainer.end
+    say(r.info, f"budget: {b.hours:.3g} device-hours at {step_device_s:.4g} device-s a step (measured over "
+                f"steps {state.step - measured + 1}-{state.step}, recorded in config.json as "
+                f"trainer.budget.step_device_s) gives trainer.max_steps={c.trainer.max_steps}")
+
+
+def raw_budget(c: PretrainConfig) -> dict[str, Any]:
+    """trainer.budget in the settings config.json records."""
+    return c.raw.setdefault("trainer", {}).setdefault("budget", {})
+
+
+def budget_used(state: TrainState, r: Run) -> float | None:
+    """The share of the budget spent at this step (FLOPs: nominal, steps x a full step's)."""
+    b, totals = r.c.trainer.budget, state.totals
+    if b.kind == "flops":
+        return state.step * r.step_flops / b.flops
+    if b.kind == "hours":
+        return totals["train_time_s"] * r.info.world_size / 3600 / b.hours
+    return None
+
+
+def say(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        print(message, flush=True)
+
+
 # -------------------------------------------------------------------------------------- the loop
 def train(state: TrainState, r: Run) -> None:
     t = r.c.trainer
     last_ckpt = state.step
-    while state.step < t.end:
+    meter = StepMeter(t.budget, r.info, state.step) if t.max_steps is None else None
+    while t.end is None or state.step < t.end:
+        if meter is not None:
+            meter.before_step(state.step)
         t0 = time.perf_counter()
         one_step(state, r)
         state.totals["train_time_s"] += time.perf_counter() - t0
+        if meter is not None and (rate := meter.done(state.step)) is not None:
+            fix_hours_budget(state, r, rate, meter.stop_at - meter.start_at)
+            meter = None
         if r.progress is not None:
             r.progress.update(1)
         kept = t.keeps(state.step)  # a kept step gets a row, held-out metrics and its totals up to date
@@ -293,15 +371,30 @@ def log_window(state: TrainState, r: Run) -> dict[str, Any]:
     totals["flops"] += train_flops(r.config, state.model.generator_config, r.seq_len, summed["tokens"],
                                    summed["masked"])
     elapsed, state.window_start = now - state.window_start, now
-    metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"])
+    metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"],
+                   nominal_flops=state.step * r.step_flops,
+                   device_hours=totals["train_time_s"] * r.info.world_size / 3600)
     if elapsed > 0:
         metrics["tokens_per_s"] = summed["tokens"] / elapsed
+    used = budget_used(state, r)
+    if used is not None:
+        metrics["budget_used"] = used
     if not all(map(_finite, metrics.values())) and not state.weights_finite():
         raise_non_finite(state, r, f"non-finite loss/gradients and weights by step {state.step} (grad norm "
                                    f"{grad_norm})")
     if r.progress is not None:
-        r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
+        r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False, **budget_postfix(metrics, r))
     return metrics
+
+
+def budget_postfix(metrics: dict[str, Any], r: Run) -> dict[str, str]:
+    """The progress line's budget part: share used and what was spent, e.g. 'budget=37% of 3e+14 FLOPs'."""
+    b = r.c.trainer.budget
+    if b.kind is None:
+        return {}
+    spent, unit = ((metrics["nominal_flops"], "FLOPs") if b.kind == "flops"
+                   else (metrics["budget_used"] * b.value, "device-h"))
+    return {"budget": f"{metrics['budget_used']:.0%} ({spent:.3g} of {b.value:.3g} {unit})"}
 
 
 def _finite(v: Any) -> bool:
@@ -357,9 +450,13 @@ def checkpoint(state: TrainState, r: Run) -> Path:
 def finish(state: TrainState, r: Run) -> dict[str, Any]:
     """Summary, export and plot (rank 0). Rerunning a finished run comes straight here: only these retry."""
     c, info = r.c, r.info
+    device_hours = state.totals["train_time_s"] * info.world_size / 3600
     summary = {
-        "steps": state.step, "finished": state.step >= c.trainer.max_steps, "tokens": int(state.totals["tokens"]),
-        "flops": state.totals["flops"], "device_hours": state.totals["train_time_s"] * info.world_size / 3600,
+        "steps": state.step, "finished": c.trainer.max_steps is not None and state.step >= c.trainer.max_steps,
+        "tokens": int(state.totals["tokens"]), "flops": state.totals["flops"],
+        "nominal_flops": state.step * r.step_flops, "flops_basis": FLOPS_BASIS,
+        "budget": budget_record(c.trainer.budget, c.trainer.max_steps, r.step_flops, state.step, device_hours),
+        "device_hours": device_hours,
         "device": device_name(info.device), "world_size": info.world_size, "data_dir": str(r.data_path),
         "model": {"name": f"convbert-{c.model.preset}", **r.config.to_dict()}, "git_revision": git_revision(),
     }
@@ -388,7 +485,8 @@ def finish(state: TrainState, r: Run) -> dict[str, Any]:
     write_json_atomic(r.run_dir / "pretrain_summary.json", summary)
     plot_curves(rows, ["mlm_loss", "rtd_loss", "mlm_accuracy", "disc_accuracy"], r.run_dir / "loss.png",
                 overlay="heldout_")
-    r.tracker.summary({**summary.get("final_metrics", {}),
+    budget = {f"budget_{k}": v for k, v in (summary["budget"] or {}).items()}
+    r.tracker.summary({**summary.get("final_metrics", {}), "nominal_flops": summary["nominal_flops"], **budget,
                        **{f"heldout_{k}": v for k, v in summary.get("heldout_metrics", {}).items()}})
     return summary
 
@@ -450,9 +548,12 @@ def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micr
         print(f"no held-out evaluation: {data_path} has no held-out examples (heldout_fraction="
               f"{c.heldout_fraction})", file=sys.stderr)
 
+    per_step = step_flops(config, config.generator_config(c.objective.generator_size), c.trainer.batch_size,
+                          dataset.max_seq_length, c.objective.mask_prob)
+    budget_steps(c, run_dir, per_step, info)
     state = build_state(c, info, config, dataset, micro)
     r = Run(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop, evaluate,
-            dataset.max_seq_length)
+            dataset.max_seq_length, per_step)
     resume(state, r)
     if info.is_main:
         keep_metrics_until(run_dir, state.step)
@@ -473,9 +574,9 @@ def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micr
     stack.callback(r.tracker.finish)
     state.feed = Prefetcher(state.batches, pin=info.device.type == "cuda")
     stack.callback(state.feed.close)
-    if state.step >= c.trainer.end and info.is_main:
+    if c.trainer.end is not None and state.step >= c.trainer.end and info.is_main:
         print(f"{run_dir} is already at step {state.step}: writing its export and summary only", flush=True)
-    if c.trainer.progress and info.is_main and state.step < c.trainer.end:
+    if c.trainer.progress and info.is_main and (c.trainer.end is None or state.step < c.trainer.end):
         from tqdm import tqdm
 
         r.progress = stack.enter_context(tqdm(total=c.trainer.end, initial=state.step, desc="pretrain",

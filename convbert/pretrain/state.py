@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,14 @@ class TrainState:
         window = state.get("window")  # absent in checkpoints written before windows were saved
         self.window = self.new_window() if window is None else window[self.info.rank].to(self.info.device)
         # the saved lr is the old schedule's: re-derive it from this one (trainer.max_steps may have changed)
+        self.rederive_lr()
+
+    def follow_schedule(self, factor: Callable[[int], float]) -> None:
+        """Take lr factor(step) from the next step on: a schedule fixed mid-run (an hours budget)."""
+        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
+        self.rederive_lr()
+
+    def rederive_lr(self) -> None:
         for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                        self.scheduler.lr_lambdas, strict=True):
             group["lr"] = base * factor(self.step)

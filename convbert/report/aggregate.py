@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from convbert.report.budget import compute_basis_notes
 from convbert.report.schema import ModelInfo, ModelKey, Pretraining, ReportError, Result
 from convbert.report.tasks import (
     ELECTRA_TASKS,
@@ -82,6 +83,7 @@ class Compute:
     finetune_flops: float | None = None  # summed over the row's runs
     finetune_hours: float | None = None  # summed wall time over the row's runs
     n_runs: int = 0
+    pretraining: Pretraining | None = None  # the whole record: steps, nominal FLOPs, budget (report/budget.py)
 
 
 @dataclass
@@ -261,7 +263,8 @@ def _compute(label: str, results: list[Result]) -> tuple[Compute, list[str]]:
     if any(r.wall_time_s is None for r in results) and hours is not None:
         notes.append(f"{label}: fine-tuning time is a lower bound (some runs lack wall_time_s)")
     ft_flops = _sum([r.flops for r in results])
-    return Compute(p.tokens, p.flops, p.device_hours, p.device, ft_flops, hours, len(results)), notes
+    return Compute(p.tokens, p.flops, p.device_hours, p.device, ft_flops, hours, len(results),
+                   pretraining=p if pre else None), notes
 
 
 def collapsed_jobs(table: Table) -> list[str]:
@@ -392,6 +395,7 @@ def aggregate(results: Sequence[Result], *, seeds: Sequence[int] | None = None,
         row, row_notes = _model_row(labels[key], groups[key], expected, duplicates)
         rows.append(row)
         notes += row_notes + _missing_notes(row, columns)
+    notes += compute_basis_notes([(r.label, r.compute.pretraining) for r in rows])  # equal compute or steps?
     taken = {r.label for r in rows}
     for ref in references:
         if ref.label in taken:  # a run named like a reference row: keep them apart

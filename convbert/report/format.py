@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from convbert.report.aggregate import AVERAGE_SHORT, COLLAPSED_MARK, DEV_SELECTED_MARK, REPORTED, Average, Row, Table
+from convbert.report.budget import budget_text
 from convbert.report.tasks import TASK_METRICS, metric_header
 
 MISSING = "–"
 PUBLISHED_MARK = "†"  # published number, not run here
 UNNAMED_MARK = "‡"  # one published number for a two-metric task, metric not named
 BASELINE_MARK = "°"  # reference row fitted here on the fine-tuning jobs' own data (report/baselines.py)
-COMPUTE_HEADERS = ("seeds", "pretrain tokens", "pretrain FLOPs", "pretrain device-h", "fine-tune wall-h")
+COMPUTE_HEADERS = ("seeds", "pretrain tokens", "pretrain FLOPs", "pretrain device-h", "fine-tune wall-h",
+                   "pretrain budget")
 
 
 def num(v: float | None, digits: int = 1) -> str:
@@ -80,4 +82,4 @@ def main_cells(table: Table, row: Row) -> list[str]:
     return ([row_label(row)] + [cell_text(row, t) for t in table.tasks]
             + [average_text(row.averages.get(k, Average(None))) for k in AVERAGE_SHORT]
             + [seeds_text(row), count(c.pretrain_tokens), sci(c.pretrain_flops), device_hours_text(row),
-               hours(c.finetune_hours)])
+               hours(c.finetune_hours), budget_text(c.pretraining)])

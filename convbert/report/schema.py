@@ -39,12 +39,25 @@ class ModelInfo:
         return ModelKey(self.checkpoint_id, self.vocab_id, self.preset, self.attention)
 
 
+BUDGET_KINDS = ("flops", "hours")
+
+
 @dataclass(frozen=True)
 class Pretraining:
     tokens: int | None
-    flops: float | None
+    flops: float | None  # counted from the tokens processed (padding excluded)
     device_hours: float | None
     device: str | None
+    steps: int | None = None
+    nominal_flops: float | None = None  # steps x a full-length batch: what a FLOP budget counts
+    budget_kind: str | None = None  # flops | hours: pretrained to a compute budget (trainer.budget)
+    budget_value: float | None = None  # FLOPs or device-hours
+    budget_used: float | None = None  # share of the budget spent
+
+    def to_json(self) -> dict[str, Any]:
+        """The results.json object: the four basic keys always, the others when known."""
+        out = dataclasses.asdict(self)
+        return {k: v for k, v in out.items() if v is not None or k in ("tokens", "flops", "device_hours", "device")}
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class Result:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name not in ("extras", "source", "mtime", "model", "pretraining", "dev_examples")}
         out["model"] = {k: v for k, v in dataclasses.asdict(self.model).items() if v is not None}
-        out["pretraining"] = dataclasses.asdict(self.pretraining) if self.pretraining else None
+        out["pretraining"] = self.pretraining.to_json() if self.pretraining else None
         if self.dev_examples is not None:
             out["dev_examples"] = {"used": self.dev_examples[0], "total": self.dev_examples[1]}
         if self.search is None:
@@ -167,7 +180,20 @@ def _pretraining(obj: dict, source: str) -> Pretraining | None:
         flops=_number(raw, "flops", source, p, required=False),
         device_hours=_number(raw, "device_hours", source, p, required=False),
         device=_string(raw, "device", source, p, required=False),
+        **_budget_fields(raw, source),
     )
+
+
+def _budget_fields(raw: dict, source: str) -> dict[str, Any]:
+    """The optional steps and budget keys of a pretraining record (absent in results written before them)."""
+    p = "pretraining."
+    kind = _string(raw, "budget_kind", source, p, required=False)
+    if kind is not None and kind not in BUDGET_KINDS:
+        raise _fail(source, p + "budget_kind", f"expected one of {BUDGET_KINDS}, got {kind!r}")
+    return dict(steps=_number(raw, "steps", source, p, required=False, integer=True),
+                nominal_flops=_number(raw, "nominal_flops", source, p, required=False), budget_kind=kind,
+                budget_value=_number(raw, "budget_value", source, p, required=False),
+                budget_used=_number(raw, "budget_used", source, p, required=False))
 
 
 def _dev_examples(obj: dict, source: str) -> tuple[int, int] | None:

@@ -20,7 +20,7 @@ from convbert.report.format import (
     main_headers,
     num,
 )
-from convbert.report.schema import ReportError
+from convbert.report.schema import Pretraining, ReportError
 from convbert.report.tasks import TASK_METRICS, TASK_TITLES
 
 # ---- Markdown ----
@@ -85,7 +85,8 @@ def to_markdown(table: Table, comparison: Comparison | None = None) -> str:
     out += ["", "Averages (means of per-task medians; shown only when every task they need is present):"]
     out += [f"- **{AVERAGE_SHORT[k]}**: {AVERAGES[k]}" for k in AVERAGE_SHORT]
     out += ["- Compute: pretraining tokens/FLOPs/device-hours from the runs' pretraining records; "
-            "fine-tune wall-h = summed wall time of the row's fine-tuning runs."]
+            "fine-tune wall-h = summed wall time of the row's fine-tuning runs; pretrain budget = the compute "
+            "budget the run was pretrained to (trainer.budget) and the share of it spent."]
     if table.models:
         out += ["", "## Per-task statistics over seeds", ""] + _md_stats(table)
     if comparison is not None:
@@ -111,6 +112,16 @@ def to_markdown(table: Table, comparison: Comparison | None = None) -> str:
 
 # ---- CSV ----
 
+BUDGET_COLUMNS = ["pretrain_steps", "pretrain_nominal_flops", "pretrain_budget_kind", "pretrain_budget",
+                  "pretrain_budget_used"]
+
+
+def budget_columns(p: Pretraining | None) -> list[object]:
+    if p is None:
+        return [None] * len(BUDGET_COLUMNS)
+    return [p.steps, p.nominal_flops, p.budget_kind, p.budget_value, p.budget_used]
+
+
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
@@ -129,7 +140,7 @@ def table_csv(table: Table) -> str:
               + [f"glue_{k}" for k in AVERAGE_SHORT]
               + ["pretrain_tokens", "pretrain_flops", "pretrain_device_hours", "pretrain_device",
                  "finetune_flops", "finetune_hours", "checkpoint_id", "vocab_id", "preset", "attention",
-                 "source"])
+                 "source"] + BUDGET_COLUMNS)
     rows = []
     for r in table.rows:
         c, k = r.compute, r.key
@@ -141,7 +152,7 @@ def table_csv(table: Table) -> str:
                     + [c.pretrain_tokens, c.pretrain_flops, c.pretrain_device_hours, c.pretrain_device,
                        c.finetune_flops, c.finetune_hours]
                     + ([k.checkpoint_id, k.vocab_id, k.preset, k.attention] if k else [None] * 4)
-                    + [r.published or r.baseline])
+                    + [r.published or r.baseline] + budget_columns(c.pretraining))
     return _csv(header, rows)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,17 +104,22 @@ def build_optimizer(
     return adamw(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+def linear_factor(warmup_steps: int, total_steps: int | None) -> Callable[[int], float]:
     """ELECTRA's schedule (ConvBERT's code): lr·min(1, step/warmup)·(1 - step/total), a linear decay to 0 at
-    total scaled by a linear warmup; continuous, so the peak is lr·(1 - warmup/total)."""
-    if total_steps <= 0:
+    total scaled by a linear warmup; continuous, so the peak is lr·(1 - warmup/total). total None: no decay
+    yet (an hours budget still measuring how many steps it allows)."""
+    if total_steps is not None and total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
 
     def factor(step: int) -> float:
         warm = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
-        return warm * max(0.0, 1.0 - step / total_steps)
+        return warm * (max(0.0, 1.0 - step / total_steps) if total_steps else 1.0)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int | None):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_factor(warmup_steps, total_steps))
 
 
 @dataclass
@@ -162,9 +168,12 @@ class OptimConfig:
         if self.layer_decay_variant not in LAYER_DECAY_OFFSETS:
             raise bad("layer_decay_variant", f"must be one of {list(LAYER_DECAY_OFFSETS)}")
 
-    def warmup(self, total_steps: int) -> int:
+    def warmup(self, total_steps: int | None) -> int:
         if self.warmup_steps is not None:
             return self.warmup_steps
+        if total_steps is None:
+            raise ConfigError("optim.warmup_fraction needs the run's length, which is not known yet: give "
+                              "optim.warmup_steps")
         return int(self.warmup_fraction * total_steps)
 
     def build(self, model: nn.Module, lr: float | None = None, num_layers: int | None = None) -> torch.optim.Optimizer:
@@ -175,5 +184,9 @@ class OptimConfig:
         return build_optimizer(model, lr, self.weight_decay, self.betas, self.eps, self.layer_decay, num_layers,
                                self.layer_decay_variant, self.bias_correction)
 
-    def schedule(self, optimizer: torch.optim.Optimizer, total_steps: int):
+    def schedule(self, optimizer: torch.optim.Optimizer, total_steps: int | None):
         return linear_schedule(optimizer, self.warmup(total_steps), total_steps)
+
+    def factor(self, total_steps: int | None) -> Callable[[int], float]:
+        """schedule()'s lr factor by step, for a schedule fixed or changed mid-run."""
+        return linear_factor(self.warmup(total_steps), total_steps)
