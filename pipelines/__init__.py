@@ -34,6 +34,10 @@ def renamed_keys(config_name: str) -> dict[str, str]:
         from convbert.finetune.config import LEGACY_KEYS
 
         return {old: "model.<ConvBertConfig field>" if new == "model" else new for old, new in LEGACY_KEYS.items()}
+    if config_name == "pretrain":
+        from convbert.pretrain.config import RENAMED as PRETRAIN_RENAMED
+
+        return PRETRAIN_RENAMED
     return RENAMED.get(config_name, {})
 
 

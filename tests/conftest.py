@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads() -> Iterator[None]:
-    """In-process runs set torch's process-wide thread count (trainer.threads, trainer.num_threads); a test that
+    """In-process runs set torch's process-wide thread count (trainer.threads); a test that
     changed it must not leave the next tests in this worker with another count."""
     import torch
 

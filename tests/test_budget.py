@@ -25,7 +25,7 @@ from pipelines.reproduce import budget_args
 # the smoke scale, self-attention (the simplest FLOP formula): 2 layers, d 128, FFN 512, 600 tokens, 8 x 64
 SMALL = ["corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "model.num_hidden_layers=2",
          "model.attention=self", "trainer.batch_size=8", "optim.warmup_steps=1", "trainer.log_every=1",
-         "trainer.progress=false", "trainer.num_threads=1", "tracking=disabled", "trainer.eval_examples=0"]
+         "trainer.progress=false", "trainer.threads=1", "tracking=disabled", "trainer.eval_examples=0"]
 
 
 def hand_step_flops() -> float:

@@ -25,7 +25,7 @@ from convbert.train.lock import DirLock, DirLockedError
 TINY = [
     "corpus.max_bytes=60000", "tokenizer.vocab_size=600", "max_seq_length=64", "model.num_hidden_layers=2",
     "trainer.batch_size=8", "optim.warmup_steps=1", "trainer.log_every=1", "trainer.progress=false",
-    "trainer.num_threads=1", "tracking=disabled", "heldout_fraction=0.2", "trainer.eval_examples=8",
+    "trainer.threads=1", "tracking=disabled", "heldout_fraction=0.2", "trainer.eval_examples=8",
     "trainer.eval_every=3",
 ]
 NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]

@@ -40,17 +40,18 @@ DEVICES = ("auto", "cpu", "cuda")
 # config entries a resumed run may change (where and how it runs, how long, what it logs); any other
 # difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
 MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir", "paths", "trainer.device",
-                        "trainer.precision", "trainer.compile", "trainer.num_threads", "trainer.max_steps",
+                        "trainer.precision", "trainer.compile", "trainer.threads", "trainer.max_steps",
                         "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
                         "trainer.keep_steps", "trainer.keep_every",
                         "trainer.progress", "trainer.eval_every", "trainer.eval_examples", "trainer.max_bad_steps",
                         "trainer.stop_check_every", "trainer.data_wait_s", "trainer.budget")
 # trainer.budget may change like trainer.max_steps: the schedule is re-derived from the step resumed at
-# renamed keys: old dotted spelling -> new (issue 15: one spelling per knob across stages)
+# renamed keys: old dotted spelling -> new (one spelling per knob across the stages); on the command line the old
+# spelling is refused naming the new one (pipelines.renamed_keys)
 RENAMED = {"trainer.lr": "optim.lr", "trainer.weight_decay": "optim.weight_decay",
            "trainer.adam_betas": "optim.betas", "trainer.adam_eps": "optim.eps",
            "trainer.adam_bias_correction": "optim.bias_correction", "trainer.max_grad_norm": "optim.max_grad_norm",
-           "trainer.warmup_steps": "optim.warmup_steps"}
+           "trainer.warmup_steps": "optim.warmup_steps", "trainer.num_threads": "trainer.threads"}
 # settings added after runs were written without them, with the value those runs used
 PREDATED = {"optim.bias_correction": True, "optim.warmup_fraction": None, "optim.layer_decay": None,
             "optim.layer_decay_variant": "electra", "heldout_fraction": 0.0, "corpus.overflow": "truncate"}
@@ -63,7 +64,7 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool | str = "auto"
-    num_threads: int | None = None
+    threads: int | None = None
     batch_size: int = 128  # global: ranks x grad_accum x micro-batch
     grad_accum: int = 1
     max_steps: int | None = 1_000_000  # null: trainer.budget sets it
@@ -94,7 +95,7 @@ class TrainerConfig:
             raise ConfigError("trainer.max_steps is null and no trainer.budget.flops or trainer.budget.hours is "
                               "set: give the run a length")
         check_ints(self, "trainer", ("eval_examples", "max_bad_steps"), low=0)
-        check_ints(self, "trainer", ("stop_after", "eval_every", "num_threads"), nullable=True)
+        check_ints(self, "trainer", ("stop_after", "eval_every", "threads"), nullable=True)
         check_bools(self, "trainer", ("progress",))
         check_ints(self, "trainer", ("keep_every",), nullable=True)
         if not isinstance(self.keep_steps, list | tuple):
@@ -278,7 +279,7 @@ def upgrade_settings(cfg: dict[str, Any], warn: bool = False) -> dict[str, Any]:
     out, moved = move_renamed(cfg, RENAMED)
     if warn:
         for old, new in moved:
-            warnings.warn(f"{old} is deprecated: use {new} (the optim group, shared with fine-tuning)",
+            warnings.warn(f"{old} is deprecated: use {new} (one spelling per knob across the stages)",
                           DeprecationWarning, stacklevel=3)
     model = out.get("model")
     if isinstance(model, dict) and model.get("preset") in PRESETS:

@@ -515,8 +515,8 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     check_exportable(c.model.build(vocab_size=c.model.fields.get("vocab_size") or 30522))
     info = init_distributed(c.trainer.device)
     micro = c.trainer.micro_batch(info.world_size)
-    if c.trainer.num_threads:
-        torch.set_num_threads(c.trainer.num_threads)
+    if c.trainer.threads:
+        torch.set_num_threads(c.trainer.threads)
     with contextlib.ExitStack() as stack:
         if info.is_main:
             check_writable(run_dir)
