@@ -61,13 +61,13 @@ baselines: $(STAMP) ## majority-class and bag-of-words reference rows for TASKS 
 	$(PY) -m pipelines.baselines tasks=[$(TASKS)] $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 curve: $(STAMP) ## fine-tune every checkpoint INIT=<run> kept (trainer.keep_steps) on TASKS x SEEDS: curve.csv/png
-	$(PY) -m pipelines.curve init=$(INIT) tasks=[$(TASKS)] seeds=[$(SEEDS)] $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.curve init=$(INIT) tasks=[$(TASKS)] seeds=[$(SEEDS)] $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 table: $(STAMP) ## aggregate runs/**/results.json into the score table
 	$(PY) -m pipelines.table $(ARGS)
 
 reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPERIMENT=<name>[,<name>...]
-	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),glue_dir=$(GLUE_DIR)) $(ARGS)
+	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
 	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)

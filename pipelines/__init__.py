@@ -20,13 +20,14 @@ def _register_resolvers() -> None:
 
     from convbert.tasks import ELECTRA_TASKS
 
-    OmegaConf.register_new_resolver("glue_tasks", lambda: list(ELECTRA_TASKS), replace=True)
+    OmegaConf.register_new_resolver("glue_tasks", lambda: OmegaConf.create(list(ELECTRA_TASKS)), replace=True)
 
 
 _register_resolvers()
 # old command-line spellings -> today's, per stage (one name per knob across the stages): refused naming the new
 # key. A config dict given to the library in an old spelling still works, with a deprecation warning.
-RENAMED = {"prepare": {"seed": "data_seed"}}
+RENAMED = {"prepare": {"seed": "data_seed"}, "reproduce": {"glue_dir": "data.dir"},
+           "curve": {"glue_dir": "data.dir"}}
 
 
 def renamed_keys(config_name: str) -> dict[str, str]:

@@ -94,7 +94,7 @@ def run(c: dict[str, Any]) -> list[str]:
                 continue
             jobs = out / "glue" / point.name
             failed += glue_sweep(f"step {step}", pretrained(point), jobs, tasks, seeds, list(c["finetune_args"]),
-                                 c["glue_dir"])
+                                 c["data"]["dir"])
             points.append(Point(step, read_json(point / "pretrain_summary.json"), jobs))
         rows = curve_rows(points, tasks, seeds, read_metrics(init))
         files = write_curve(rows, out)

@@ -68,11 +68,11 @@ def run_experiment(experiment: str | None, name: str, c: dict, out: Path, seeds:
                                       f"hydra.run.dir={pretrain_dir}"]):
         return [f"pretrain {name}"]
     failed = glue_sweep(name, pretrained(pretrain_dir), out / name / "glue", c["tasks"], seeds, finetune_args,
-                        c["glue_dir"])
+                        c["data"]["dir"])
     if random_init:
         args = random_init_args(pretrain_dir)
         failed += glue_sweep(f"{name} (random init)", (args, {"random_init": args}), out / name / "glue-random-init",
-                             c["tasks"], seeds, finetune_args, c["glue_dir"])
+                             c["tasks"], seeds, finetune_args, c["data"]["dir"])
     return failed
 
 

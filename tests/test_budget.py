@@ -198,7 +198,7 @@ def test_reproduce_two_experiments_at_one_flop_budget(tmp_path):
     budget = 6.5 * hand_step_flops()  # ELECTRA's step: 6 steps; ConvBERT's costs less, so it gets more
     proc = run_process(["-m", "pipelines.reproduce", "experiments=[tiny,tiny-electra]", "seeds=[1]",
                         f"budget.flops={budget!r}", f"output_dir={tmp_path / 'out'}",
-                        f"pretrain_root={tmp_path / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte]",
+                        f"pretrain_root={tmp_path / 'pretrain'}", f"data.dir={glue}", "tasks=[rte]",
                         "pretrain_args=[" + ",".join(f'"{a}"' for a in pretrain) + "]",
                         'finetune_args=["task.max_length=32","trainer.batch_size=8","task.epochs=1","optim.lr=3e-4",'
                         '"tracking.mode=disabled"]'], timeout=600)

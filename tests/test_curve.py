@@ -138,7 +138,7 @@ def test_pretraining_keeps_chosen_steps_with_their_heldout_metrics(run_dir: Path
 
 
 def curve(run_dir: Path, glue: Path, *extra: str) -> tuple[int, str]:
-    args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", f"glue_dir={glue}",
+    args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", f"data.dir={glue}",
             "finetune_args=[" + ",".join(f'"{a}"' for a in FINETUNE) + "]", *extra]
     done = run_process(["-m", "pipelines.curve", *args], timeout=600)
     return done.returncode, done.stdout + done.stderr
@@ -174,7 +174,7 @@ def test_curve_fine_tunes_each_kept_step_and_a_rerun_reuses_the_jobs(run_dir: Pa
 def test_sigterm_stops_the_running_job_with_a_checkpoint_and_a_rerun_resumes_it(run_dir: Path, tmp_path: Path) -> None:
     glue = write_glue_dir(tmp_path / "glue", tasks=["rte"])
     job = tmp_path / "out" / "glue" / f"{run_dir.name}-step2" / "rte-seed1"
-    args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", "steps=[2]", f"glue_dir={glue}",
+    args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", "steps=[2]", f"data.dir={glue}",
             f"output_dir={tmp_path / 'out'}", "finetune_args=[" + ",".join(f'"{a}"' for a in FINETUNE) + ","
             '"trainer.epochs=10"]']
     proc = start_process(["-m", "pipelines.curve", *args], stderr=subprocess.DEVNULL)

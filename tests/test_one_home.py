@@ -94,17 +94,20 @@ def test_python_and_the_command_line_compose_the_same_settings(stage, monkeypatc
 
 
 def test_one_name_per_knob_across_the_stages():
-    """threads, data_seed: one spelling in every stage; an old one on the command line names the new key, and a
+    """threads, data_seed, the GLUE directory: one spelling in every stage; an old one on the command line names the new key, and a
     dict from Python (or an old run's config.json) is read in today's spelling."""
     from convbert.pretrain.config import parse_config
 
     for stage, knob in (("pretrain", "trainer.threads"), ("finetune", "trainer.threads"),
-                        ("pretrain", "data_seed"), ("prepare", "data_seed")):
+                        ("pretrain", "data_seed"), ("prepare", "data_seed"), ("finetune", "data.dir"),
+                        ("reproduce", "data.dir"), ("curve", "data.dir"), ("baselines", "data.dir")):
         node = pipelines.compose(stage)
         for part in knob.split("."):
             node = node[part]  # KeyError: the stage spells the knob otherwise
     assert pipelines.unknown_key_errors("pretrain", ["trainer.num_threads=1"]) == [
         "error: 'trainer.num_threads' is now 'trainer.threads'; the old spelling is no longer read on the command line"]
+    assert pipelines.unknown_key_errors("reproduce", ["glue_dir=/data/glue"]) == [
+        "error: 'glue_dir' is now 'data.dir'; the old spelling is no longer read on the command line"]
     old = pipelines.compose("pretrain")
     old["trainer"]["num_threads"] = old["trainer"].pop("threads")
     with pytest.warns(DeprecationWarning, match="trainer.num_threads is deprecated: use trainer.threads"):

@@ -22,7 +22,7 @@ RUNS = ("tiny-mixed-pydocs", "tiny-self-pydocs")  # the pretraining run names of
 def reproduce(tmp: Path, glue: Path, lr: str = "3e-4") -> subprocess.CompletedProcess:
     args = [
         "experiments=[tiny,tiny-electra]", "seeds=[1,2]", "smoke_scale.seeds=[1,2]",
-        f"output_dir={tmp / 'out'}", f"pretrain_root={tmp / 'pretrain'}", f"glue_dir={glue}", "tasks=[rte,stsb]",
+        f"output_dir={tmp / 'out'}", f"pretrain_root={tmp / 'pretrain'}", f"data.dir={glue}", "tasks=[rte,stsb]",
         "pretrain_args=[" + ",".join(f'"{a}"' for a in [*PRETRAIN, f"data_dir={tmp / 'data'}"]) + "]",
         f'finetune_args=["task.max_length=32","trainer.batch_size=8","task.epochs=1","optim.lr={lr}",'
         '"tracking.mode=disabled"]',
