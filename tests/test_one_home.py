@@ -94,8 +94,8 @@ def test_python_and_the_command_line_compose_the_same_settings(stage, monkeypatc
 
 
 def test_one_name_per_knob_across_the_stages():
-    """threads, data_seed, the GLUE directory: one spelling in every stage; an old one on the command line names the new key, and a
-    dict from Python (or an old run's config.json) is read in today's spelling."""
+    """threads, data_seed, the GLUE directory: one spelling in every stage; an old one on the command line names
+    the new key, and a dict from Python (or an old run's config.json) is read in today's spelling."""
     from convbert.pretrain.config import parse_config
 
     for stage, knob in (("pretrain", "trainer.threads"), ("finetune", "trainer.threads"),

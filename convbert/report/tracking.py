@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from convbert.report.aggregate import Table
 from convbert.report.compare import Comparison
@@ -21,21 +23,36 @@ def _rows(text: str) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
+@contextmanager
+def _run(mode: str, project: str, group: str | None, name: str | None, tags: Sequence[str], job_type: str,
+         dir: str | Path | None) -> Iterator[Any]:
+    """A wandb run, finished on the way out; None when mode is 'disabled'."""
+    if mode not in MODES:
+        raise ReportError(f"tracking mode must be one of {MODES}, got {mode!r}")
+    if mode == "disabled":
+        yield None
+        return
+    import wandb
+
+    run = wandb.init(mode=mode, project=project, group=group, name=name, tags=list(tags), job_type=job_type,
+                     dir=str(dir) if dir is not None else None)
+    try:
+        yield run
+    finally:
+        run.finish()
+
+
 def log_to_wandb(table: Table, comparison: Comparison | None, files: dict[str, Path], *, mode: str,
                  project: str, group: str | None = None, name: str | None = None,
                  tags: Sequence[str] = (), dir: str | Path | None = None) -> str | None:
     """One wandb run (job_type 'table') with the score grid, per-metric stats, comparison and chart.
 
     Returns the run's URL/dir label, or None when mode is 'disabled'."""
-    if mode not in MODES:
-        raise ReportError(f"tracking mode must be one of {MODES}, got {mode!r}")
-    if mode == "disabled":
-        return None
-    import wandb
+    with _run(mode, project, group, name, tags, "table", dir) as run:
+        if run is None:
+            return None
+        import wandb
 
-    run = wandb.init(mode=mode, project=project, group=group, name=name, tags=list(tags), job_type="table",
-                     dir=str(dir) if dir is not None else None)
-    try:
         logged = {"score_table": wandb.Table(columns=main_headers(table),
                                              data=[main_cells(table, r) for r in table.rows])}
         cols, data = _rows(scores_csv(table))
@@ -49,8 +66,6 @@ def log_to_wandb(table: Table, comparison: Comparison | None, files: dict[str, P
         for r in table.models:
             run.summary[f"{r.label}/glue_electra8"] = r.averages["electra8"].value
         return getattr(run, "url", None) or str(getattr(run, "dir", ""))
-    finally:
-        run.finish()
 
 
 def log_curve_to_wandb(rows: list[dict], png: Path, *, mode: str, project: str, group: str | None = None,
@@ -60,15 +75,11 @@ def log_curve_to_wandb(rows: list[dict], png: Path, *, mode: str, project: str, 
     curve.png. Returns the run's URL/dir label, or None when mode is 'disabled'."""
     from convbert.report.curve import HELDOUT, curve_csv
 
-    if mode not in MODES:
-        raise ReportError(f"tracking mode must be one of {MODES}, got {mode!r}")
-    if mode == "disabled":
-        return None
-    import wandb
+    with _run(mode, project, group, name, tags, "curve", dir) as run:
+        if run is None:
+            return None
+        import wandb
 
-    run = wandb.init(mode=mode, project=project, group=group, name=name, tags=list(tags), job_type="curve",
-                     dir=str(dir) if dir is not None else None)
-    try:
         for step in sorted({r["step"] for r in rows}):
             at = [r for r in rows if r["step"] == step]
             logged = {f"{r['task']}/{r['metric']}": r["score"] for r in at if r["score"] is not None}
@@ -77,5 +88,3 @@ def log_curve_to_wandb(rows: list[dict], png: Path, *, mode: str, project: str, 
         cols, data = _rows(curve_csv(rows))
         run.log({"curve": wandb.Table(columns=cols, data=data), "curve_plot": wandb.Image(str(png))})
         return getattr(run, "url", None) or str(getattr(run, "dir", ""))
-    finally:
-        run.finish()
