@@ -18,13 +18,13 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.config import ConfigError, check_int, check_seed
 from convbert.finetune.sweep import glue_sweep, pretrained
 from convbert.io import read_json
 from convbert.pretrain.kept import export_kept, kept_checkpoints
 from convbert.report.curve import Point, curve_rows, write_curve
 from convbert.report.tasks import GLUE_TASKS
 from convbert.report.tracking import log_curve_to_wandb
+from convbert.settings import ConfigError, check_int, check_seed
 from convbert.train.checkpoint import CheckpointError, checkpoint_step
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.tracking import read_metrics

@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from convbert.config import ConfigError
 from convbert.pretrain import Preempted, PretrainConfig, parse_config, run
 from convbert.pretrain.engine import check_run_dir
+from convbert.settings import ConfigError
 from convbert.train.dist import launch_env
 from convbert.train.lock import DirLock, DirLockedError
 from pipelines import callback_config, resolved_settings, run_hydra

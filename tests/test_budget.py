@@ -14,10 +14,10 @@ import pytest
 from conftest import compose_resolved, run_entry, run_process, start_process, torchrun
 from glue_fixtures import write_glue_dir
 
-from convbert.config import ConfigError
 from convbert.pretrain import PREEMPTED_EXIT_CODE, TrainerConfig
 from convbert.report import aggregate
 from convbert.report.schema import ModelInfo, Pretraining, Result
+from convbert.settings import ConfigError
 from convbert.train import load_checkpoint
 from pipelines.pretrain import budget_sets_length
 from pipelines.reproduce import budget_args

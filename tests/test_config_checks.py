@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from convbert.config import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
 from convbert.data import CorpusConfig, DataError
 from convbert.finetune import DataConfig as FinetuneDataConfig
 from convbert.finetune import TrainerConfig as FinetuneTrainerConfig
 from convbert.glue.run import GlueTaskConfig
+from convbert.settings import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
 from convbert.squad.run import SquadTaskConfig
 from convbert.train.optim import OptimConfig
 

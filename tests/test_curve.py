@@ -17,12 +17,12 @@ import torch
 from conftest import run_entry, run_process, start_process
 from glue_fixtures import write_glue_dir
 
-from convbert.config import ConfigError
 from convbert.finetune.init import load_init
 from convbert.pretrain import TrainerConfig, check_resume_config
 from convbert.pretrain.kept import discriminator, export_kept
 from convbert.report.curve import COLUMNS, Point, curve_csv, curve_rows, write_curve
 from convbert.report.tracking import log_curve_to_wandb
+from convbert.settings import ConfigError
 from convbert.train.checkpoint import list_checkpoints, list_kept, load_checkpoint, save_checkpoint
 from convbert.train.lock import DirLock
 

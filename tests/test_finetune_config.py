@@ -14,8 +14,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import pipelines.finetune  # noqa: F401  (registers the init_name resolver)
-from convbert.config import ConfigError
 from convbert.finetune import FinetuneConfig, record_job, task_adapter
+from convbert.settings import ConfigError
 from convbert.tasks import task_info
 from pipelines import unknown_key_errors
 

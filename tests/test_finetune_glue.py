@@ -268,7 +268,7 @@ def test_released_checkpoints_see_the_padding_they_were_fine_tuned_with(env):
 
 def test_bad_settings_fail_before_training(env, tmp_path):
     """max_length beyond the model's positions, and diverged training: clear errors, no leaderboard file."""
-    from convbert.config import ConfigError
+    from convbert.settings import ConfigError
 
     base = dict(init=str(env / "pretrain"), data=dict(dir=str(env / "glue")), tracking=dict(mode="disabled"),
                 trainer=dict(batch_size=8, epochs=1, threads=1))

@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import run_entry, run_process, start_process, torchrun
 
-from convbert.config import ConfigError
 from convbert.model import ConvBertModel
 from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable
+from convbert.settings import ConfigError
 from convbert.train import load_checkpoint
 from convbert.train.divergence import Diverged
 from convbert.train.lock import DirLock, DirLockedError

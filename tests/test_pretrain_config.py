@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import compose_resolved
 
-from convbert.config import PRESETS, ConfigError
+from convbert.config import PRESETS
 from convbert.pretrain import parse_config
 from convbert.pretrain.config import ModelConfig, saved_settings
+from convbert.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from convbert.config import check_bools, check_ints
-from convbert.config import from_mapping as _from_mapping
+from convbert.settings import check_bools, check_ints
+from convbert.settings import from_mapping as _from_mapping
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] must be id 0 (model pad_token_id)
 
@@ -104,5 +104,5 @@ def _check_choice(group: str, key: str, value: Any, choices: tuple[str, ...]) ->
 
 
 def from_mapping(cls: type, group: str, values: Mapping[str, Any] | Any) -> Any:
-    """`convbert.config.from_mapping` raising DataError (the corpus/tokenizer groups' error type)."""
+    """`convbert.settings.from_mapping` raising DataError (the corpus/tokenizer groups' error type)."""
     return _from_mapping(cls, group, values, error=DataError)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import check_seed
 from ..io import read_json, sha256_file
+from ..settings import check_seed
 from . import corpus as corpus_mod
 from . import tokenizer as tok_mod
 from .builder import build_chunk, init_worker

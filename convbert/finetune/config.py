@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convbert.config import (
+from convbert.config import ConvBertConfig
+from convbert.settings import (
     ConfigError,
-    ConvBertConfig,
     check_bools,
     check_int,
     check_ints,

@@ -18,13 +18,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from convbert.config import ConfigError, ConvBertConfig
+from convbert.config import ConvBertConfig
 from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, TrainerConfig, init_name
 from convbert.finetune.fit import FitResult, fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
 from convbert.finetune.sampler import LengthBucketSampler
 from convbert.io import read_json, write_json_atomic
 from convbert.report.schema import ModelInfo, Pretraining, Result
+from convbert.settings import ConfigError
 from convbert.train import Precision, Tracker, git_revision, init_distributed
 from convbert.train.checkpoint import find_latest
 from convbert.train.lock import DirLock

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbert.config import ConfigError, ConvBertConfig, check_bools, from_mapping
+from convbert.config import ConvBertConfig
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches, run_job
 from convbert.glue.data import GlueDataError, GlueSplit, load_split
 from convbert.glue.features import Features, collate, concat_features, featurize
@@ -23,6 +23,7 @@ from convbert.glue.submission import write_submission
 from convbert.glue.tasks import HUB_DATASET, GlueTask, get_task
 from convbert.io import write_text_atomic
 from convbert.model import ConvBertForSequenceClassification
+from convbert.settings import ConfigError, check_bools, from_mapping
 
 log = logging.getLogger(__name__)
 

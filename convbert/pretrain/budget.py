@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from convbert.config import ConfigError, ConvBertConfig, check_int
+from convbert.config import ConvBertConfig
 from convbert.electra import max_predictions, train_flops
+from convbert.settings import ConfigError, check_int
 from convbert.train.dist import DistInfo, all_reduce_sum
 
 

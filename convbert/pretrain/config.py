@@ -13,10 +13,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from convbert.config import (
-    PRESETS,
+from convbert.config import PRESETS, ConvBertConfig
+from convbert.data.config import CorpusConfig, TokenizerConfig
+from convbert.data.shards import DATA_SEED, HELDOUT_FRACTION
+from convbert.electra import ElectraObjective
+from convbert.pretrain.budget import BudgetConfig
+from convbert.settings import (
     ConfigError,
-    ConvBertConfig,
     check_bools,
     check_int,
     check_ints,
@@ -26,10 +29,6 @@ from convbert.config import (
     move_renamed,
     reject_unknown,
 )
-from convbert.data.config import CorpusConfig, TokenizerConfig
-from convbert.data.shards import DATA_SEED, HELDOUT_FRACTION
-from convbert.electra import ElectraObjective
-from convbert.pretrain.budget import BudgetConfig
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES
 from convbert.train.tracking import WANDB_MODES, default_mode

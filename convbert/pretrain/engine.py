@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from convbert import hf
-from convbert.config import ConfigError, ConvBertConfig
+from convbert.config import ConvBertConfig
 from convbert.data import PretrainDataset, ResumableBatches, check_compatible, load_shards_tokenizer, prepare
 from convbert.data.dataset import Prefetcher
 from convbert.data.shards import data_path as planned_data_path
@@ -49,6 +49,7 @@ from convbert.pretrain.config import (
 )
 from convbert.pretrain.evaluate import HeldOutEval
 from convbert.pretrain.state import TrainState
+from convbert.settings import ConfigError
 from convbert.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
 from convbert.train.divergence import Diverged, loss_diverged

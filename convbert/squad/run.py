@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbert.config import ConfigError, ConvBertConfig, check_bools, check_ints, from_mapping
+from convbert.config import ConvBertConfig
 from convbert.finetune import FinetuneConfig, Pretrained, TaskOutput, predict_batches
 from convbert.io import write_json_atomic
 from convbert.model import ConvBertForQuestionAnswering
+from convbert.settings import ConfigError, check_bools, check_ints, from_mapping
 from convbert.squad.data import OFFICIAL_FILES, LoadReport, SquadExample, gold_answers, load_squad
 from convbert.squad.features import FeatureConfig, SquadFeatures, build_features
 from convbert.squad.postprocess import PostprocessConfig, Predictions, postprocess

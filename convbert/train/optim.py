@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convbert.config import ConfigError, check_bools, check_int
+from convbert.settings import ConfigError, check_bools, check_int
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
