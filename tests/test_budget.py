@@ -14,7 +14,7 @@ import pytest
 from conftest import compose_resolved, run_entry, run_process, start_process, torchrun
 from glue_fixtures import write_glue_dir
 
-from convbert.pretrain import PREEMPTED_EXIT_CODE, TrainerConfig
+from convbert.pretrain import PREEMPTED_EXIT_CODE, PretrainTrainerConfig
 from convbert.report import aggregate
 from convbert.report.schema import ModelInfo, Pretraining, Result
 from convbert.settings import ConfigError
@@ -87,16 +87,16 @@ def test_a_changed_budget_on_resume_changes_the_schedule_like_max_steps(tmp_path
 
 def test_budget_settings_are_checked_naming_the_key():
     with pytest.raises(ConfigError, match=r"trainer.max_steps=5 and trainer.budget.flops=1e\+12 are both set"):
-        TrainerConfig(max_steps=5, budget={"flops": 1e12})
+        PretrainTrainerConfig(max_steps=5, budget={"flops": 1e12})
     with pytest.raises(ConfigError, match="trainer.budget.flops=1e.* and trainer.budget.hours=2 are both set"):
-        TrainerConfig(max_steps=None, budget={"flops": 1e12, "hours": 2})
+        PretrainTrainerConfig(max_steps=None, budget={"flops": 1e12, "hours": 2})
     with pytest.raises(ConfigError, match="trainer.budget.hours must be a positive number"):
-        TrainerConfig(max_steps=None, budget={"hours": -1})
+        PretrainTrainerConfig(max_steps=None, budget={"hours": -1})
     with pytest.raises(ConfigError, match="trainer.max_steps is null and no trainer.budget"):
-        TrainerConfig(max_steps=None)
+        PretrainTrainerConfig(max_steps=None)
     with pytest.raises(ConfigError, match="trainer.budget.*flop.*flops"):
-        TrainerConfig(max_steps=None, budget={"flop": 1e12})
-    assert TrainerConfig(max_steps=None, budget={"hours": 1}, stop_after=4).end == 4  # still measuring
+        PretrainTrainerConfig(max_steps=None, budget={"flop": 1e12})
+    assert PretrainTrainerConfig(max_steps=None, budget={"hours": 1}, stop_after=4).end == 4  # still measuring
     # the command line's length wins over the config files'; both on the command line: the run refuses them
     cfg = compose_resolved("pretrain", ["experiment=tiny-budget", "trainer.max_steps=3"])
     assert cfg["trainer"]["budget"]["flops"] == 5e13

@@ -10,7 +10,7 @@ import pytest
 
 from convbert.data import CorpusConfig, DataError
 from convbert.finetune import DataConfig as FinetuneDataConfig
-from convbert.finetune import TrainerConfig as FinetuneTrainerConfig
+from convbert.finetune import FinetuneTrainerConfig
 from convbert.glue.run import GlueTaskConfig
 from convbert.settings import ConfigError, check_int, check_ints, dotted_parent, move_renamed, reject_unknown
 from convbert.squad.run import SquadTaskConfig

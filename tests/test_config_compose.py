@@ -8,7 +8,7 @@ import pytest
 from conftest import CONF, STAGES, compose_resolved
 
 from convbert.config import PRESETS
-from convbert.pretrain.config import ModelConfig
+from convbert.pretrain.config import PretrainModelConfig
 from convbert.tasks import REGISTRY
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -30,7 +30,7 @@ def test_stage_default_config_resolves(stage, tmp_path):
 def test_experiment_composes_with_pretraining(name, tmp_path):
     cfg = compose_resolved("pretrain", [f"experiment={name}"], run_dir=tmp_path)
     assert cfg["model"]["preset"] in PRESETS
-    ModelConfig.parse(cfg["model"]).build(vocab_size=30522)  # every model knob is a valid ConvBertConfig value
+    PretrainModelConfig.parse(cfg["model"]).build(vocab_size=30522)  # every model knob is a valid ConvBertConfig value
     assert isinstance(cfg["name"], str) and cfg["name"]
     reproduce = compose_resolved("reproduce", [f"experiments=[{name}]"], run_dir=tmp_path)
     assert reproduce["experiments"] == [name]

@@ -18,7 +18,7 @@ from conftest import run_entry, run_process, start_process
 from glue_fixtures import write_glue_dir
 
 from convbert.finetune.init import load_init
-from convbert.pretrain import TrainerConfig, check_resume_config
+from convbert.pretrain import PretrainTrainerConfig, check_resume_config
 from convbert.pretrain.kept import discriminator, export_kept
 from convbert.report.curve import COLUMNS, Point, curve_csv, curve_rows, write_curve
 from convbert.report.tracking import log_curve_to_wandb
@@ -51,12 +51,12 @@ def test_kept_checkpoints_survive_pruning_and_a_later_unreadable_step(tmp_path: 
 
 
 def test_keep_settings_are_checked_and_may_change_on_resume() -> None:
-    t = TrainerConfig(keep_steps=[3, 10], keep_every=4)
+    t = PretrainTrainerConfig(keep_steps=[3, 10], keep_every=4)
     assert [s for s in range(1, 13) if t.keeps(s)] == [3, 4, 8, 10, 12]
-    assert not TrainerConfig().keeps(10_000)
+    assert not PretrainTrainerConfig().keeps(10_000)
     for bad in ({"keep_steps": [0]}, {"keep_steps": 5}, {"keep_steps": ["a"]}, {"keep_every": 0}):
         with pytest.raises(ConfigError, match="trainer.keep_"):
-            TrainerConfig(**bad)
+            PretrainTrainerConfig(**bad)
     saved = {"name": "r", "trainer": {"max_steps": 10, "keep_last": 3}}
     check_resume_config(saved, {**saved, "trainer": {**saved["trainer"], "keep_steps": [5], "keep_every": 2}},
                         Path("run"))

@@ -13,7 +13,7 @@ from conftest import run_entry, run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig
-from convbert.finetune import TrainerConfig, fit, seed_everything
+from convbert.finetune import FinetuneTrainerConfig, fit, seed_everything
 from convbert.finetune.sampler import LengthBucketSampler
 from convbert.model import ConvBertForQuestionAnswering, ConvBertModel
 from convbert.squad.data import gold_answers, load_squad_json
@@ -138,7 +138,7 @@ def test_training_memorises_spans():
 
     optim = OptimConfig(lr=1e-3, warmup_fraction=0.1)
     result = fit(model, batches, len(sampler), lambda m, b: qa_loss(m, b, 0.5), optim,
-                 TrainerConfig(epochs=25, precision="fp32"), torch.device("cpu"))
+                 FinetuneTrainerConfig(epochs=25, precision="fp32"), torch.device("cpu"))
     assert result.history[-1]["train_loss"] < 0.3 * result.history[0]["train_loss"]
     s, e, a, flops = predict_logits(model, feats, 32, torch.device("cpu"), 0, contextlib.nullcontext)
     assert a is not None and flops > 0

@@ -17,9 +17,9 @@ from convbert.config import PRESETS, ConvBertConfig
 from convbert.data import prepare
 from convbert.data.config import TokenizerConfig
 from convbert.finetune.config import FINETUNE_OPTIM, DataConfig
-from convbert.finetune.config import TrainerConfig as FinetuneTrainer
+from convbert.finetune.config import FinetuneTrainerConfig as FinetuneTrainer
 from convbert.pretrain.config import TOP_LEVEL_DEFAULTS, TrackingConfig
-from convbert.pretrain.config import TrainerConfig as PretrainTrainer
+from convbert.pretrain.config import PretrainTrainerConfig as PretrainTrainer
 from convbert.tasks import ELECTRA_TASKS
 from convbert.train.optim import OptimConfig
 from convbert.train.tracking import default_mode

@@ -16,7 +16,13 @@ import torch
 from conftest import run_entry, run_process, start_process, torchrun
 
 from convbert.model import ConvBertModel
-from convbert.pretrain import PREEMPTED_EXIT_CODE, ExportError, TrainerConfig, check_resume_config, check_writable
+from convbert.pretrain import (
+    PREEMPTED_EXIT_CODE,
+    ExportError,
+    PretrainTrainerConfig,
+    check_resume_config,
+    check_writable,
+)
 from convbert.settings import ConfigError
 from convbert.train import load_checkpoint
 from convbert.train.divergence import Diverged
@@ -345,13 +351,13 @@ def test_a_checkpoint_of_another_model_shape_is_skipped_naming_it(tmp_path, data
 
 
 def test_trainer_config_errors(tmp_path):
-    assert TrainerConfig(batch_size=32, grad_accum=2).micro_batch(world_size=4) == 4
+    assert PretrainTrainerConfig(batch_size=32, grad_accum=2).micro_batch(world_size=4) == 4
     with pytest.raises(ValueError, match="not divisible by world_size"):
-        TrainerConfig(batch_size=30, grad_accum=4).micro_batch(world_size=2)
+        PretrainTrainerConfig(batch_size=30, grad_accum=4).micro_batch(world_size=2)
     for bad in ({"grad_accum": 0}, {"ckpt_every": 0}, {"log_every": 0}, {"stop_after": 0}, {"precision": "fp8"},
                 {"compile": "yes"}, {"compile": 1}):
         with pytest.raises(ConfigError, match=f"trainer.{next(iter(bad))} must be"):
-            TrainerConfig(**bad)
+            PretrainTrainerConfig(**bad)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="not writable"):

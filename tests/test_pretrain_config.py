@@ -10,7 +10,7 @@ from conftest import compose_resolved
 
 from convbert.config import PRESETS
 from convbert.pretrain import parse_config
-from convbert.pretrain.config import ModelConfig, saved_settings
+from convbert.pretrain.config import PretrainModelConfig, saved_settings
 from convbert.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,6 @@ def test_an_older_runs_config_json_reads_in_todays_spelling_silently():
 
 
 def test_vocab_size_given_must_match_the_tokenizer():
-    model = ModelConfig.parse({"preset": "tiny", "vocab_size": 500})
+    model = PretrainModelConfig.parse({"preset": "tiny", "vocab_size": 500})
     with pytest.raises(ConfigError, match="model.vocab_size=500 but the tokenizer has 600"):
         model.build(600)

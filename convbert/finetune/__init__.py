@@ -16,8 +16,8 @@ from convbert.finetune.config import (
     LEGACY_KEYS,
     DataConfig,
     FinetuneConfig,
-    ModelConfig,
-    TrainerConfig,
+    FinetuneModelConfig,
+    FinetuneTrainerConfig,
     init_name,
     is_random_init,
     task_config,
@@ -57,9 +57,9 @@ from convbert.finetune.init import (
 )
 
 __all__ = [
-    "DEFAULT_LR", "DataConfig", "FINETUNE_OPTIM", "FinetuneConfig", "FitResult", "FitState", "InitError",
-    "JobDone", "LEGACY_KEYS", "ModelConfig", "PRETRAIN_SUMMARY_KEYS", "Pretrained", "SettingsMismatch",
-    "TaskAdapter", "TaskOutput", "TrainerConfig", "WEIGHT_FILES", "check_job", "count_flop_params", "default_lr",
+    "DEFAULT_LR", "DataConfig", "FINETUNE_OPTIM", "FinetuneConfig", "FinetuneModelConfig", "FinetuneTrainerConfig",
+    "FitResult", "FitState", "InitError", "JobDone", "LEGACY_KEYS", "PRETRAIN_SUMMARY_KEYS", "Pretrained",
+    "SettingsMismatch", "TaskAdapter", "TaskOutput", "WEIGHT_FILES", "check_job", "count_flop_params", "default_lr",
     "finished_job", "fit", "forward_flops", "init_name", "is_random_init", "load_init", "load_tokenizer",
     "match_preset", "move", "predict_batches", "record_job", "run_job", "seed_everything", "task_adapter",
     "task_config", "tokenizer_file", "vocab_id",

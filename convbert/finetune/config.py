@@ -46,7 +46,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class FinetuneModelConfig:
     """`model`: preset + vocab for random init; every other key is a ConvBertConfig field (null: from the
     checkpoint, or the preset for random init)."""
 
@@ -55,7 +55,7 @@ class ModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, values: dict[str, Any]) -> FinetuneModelConfig:
         fields = {f.name for f in dataclasses.fields(ConvBertConfig)}
         reject_unknown("model", values, fields | {"preset", "vocab"})
         return cls(values.get("preset"), values.get("vocab"),
@@ -63,7 +63,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainerConfig:
+class FinetuneTrainerConfig:
     """`trainer`: how and where the job runs."""
 
     epochs: int | None = None  # null: the task's default (task.epochs)
@@ -133,9 +133,9 @@ class FinetuneConfig:
     seeds: list[int] | None = None  # several seeds in one job (seed<s>/ subdirs): the search objective
     init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(**FINETUNE_OPTIM))
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
     tracking: dict[str, Any] = field(default_factory=lambda: {"mode": default_mode()})
     search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
 
@@ -162,9 +162,9 @@ class FinetuneConfig:
         optim = {**FINETUNE_OPTIM, **(cfg.get("optim") or {})}
         return cls(task=cfg.get("task"), seed=cfg.get("seed", 1), seeds=cfg.get("seeds"), init=cfg.get("init"),
                    data=from_mapping(DataConfig, "data", cfg.get("data")),
-                   model=ModelConfig.from_dict(cfg.get("model") or {}),
+                   model=FinetuneModelConfig.from_dict(cfg.get("model") or {}),
                    optim=from_mapping(OptimConfig, "optim", optim),
-                   trainer=from_mapping(TrainerConfig, "trainer", cfg.get("trainer")),
+                   trainer=from_mapping(FinetuneTrainerConfig, "trainer", cfg.get("trainer")),
                    tracking=dict(cfg.get("tracking") or {"mode": default_mode()}), search=cfg.get("search"))
 
     def settings(self) -> dict[str, Any]:

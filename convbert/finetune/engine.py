@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from convbert.config import ConvBertConfig
-from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, TrainerConfig, init_name
+from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, FinetuneTrainerConfig, init_name
 from convbert.finetune.fit import FitResult, fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
 from convbert.finetune.sampler import LengthBucketSampler
@@ -183,7 +183,7 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
     return result
 
 
-def _device(tr: TrainerConfig) -> torch.device:
+def _device(tr: FinetuneTrainerConfig) -> torch.device:
     if tr.threads:
         torch.set_num_threads(tr.threads)
     dist = init_distributed(tr.device)
@@ -209,7 +209,7 @@ def _model(cfg: FinetuneConfig, adapter: TaskAdapter, device: torch.device
     return pre, model.to(device), lr
 
 
-def _train(cfg: FinetuneConfig, trainer: TrainerConfig, adapter: TaskAdapter, model: torch.nn.Module, lr: float,
+def _train(cfg: FinetuneConfig, trainer: FinetuneTrainerConfig, adapter: TaskAdapter, model: torch.nn.Module, lr: float,
            precision: Precision, tracker: Tracker, run_dir: Path, stop: StopRequest) -> FitResult:
     """fit() over length-bucketed batches, with the dev set evaluated after every epoch; a job resumed after its
     training had ended predicts again, so that finish() has the dev predictions."""

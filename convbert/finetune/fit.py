@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from convbert.config import ConvBertConfig
-from convbert.finetune.config import TrainerConfig
+from convbert.finetune.config import FinetuneTrainerConfig
 from convbert.finetune.sampler import LengthBucketSampler
 from convbert.train import Precision, Tracker
 from convbert.train.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
@@ -224,7 +224,7 @@ def fit(
     steps_per_epoch: int,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
     optim: OptimConfig,
-    trainer: TrainerConfig,
+    trainer: FinetuneTrainerConfig,
     device: torch.device,
     lr: float | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,

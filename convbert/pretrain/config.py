@@ -57,7 +57,7 @@ PREDATED = {"optim.bias_correction": True, "optim.warmup_fraction": None, "optim
 
 
 @dataclass
-class TrainerConfig:
+class PretrainTrainerConfig:
     """The `trainer` group: how and where the run runs (conf/trainer/default.yaml documents each key)."""
 
     device: str = "auto"
@@ -130,7 +130,7 @@ class TrainerConfig:
 
 
 @dataclass
-class ModelConfig:
+class PretrainModelConfig:
     """The `model` group: a preset name (for summaries) and every ConvBertConfig field; vocab_size null
     means the tokenizer's."""
 
@@ -138,7 +138,7 @@ class ModelConfig:
     fields: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, values: dict[str, Any]) -> ModelConfig:
+    def parse(cls, values: dict[str, Any]) -> PretrainModelConfig:
         values = dict(values)
         preset = values.pop("preset", None)
         if preset not in PRESETS:
@@ -192,9 +192,9 @@ class PretrainConfig:
     name: str
     seed: int
     resume: str
-    model: ModelConfig
+    model: PretrainModelConfig
     optim: OptimConfig
-    trainer: TrainerConfig
+    trainer: PretrainTrainerConfig
     objective: ElectraObjective
     tracking: TrackingConfig
     corpus: dict[str, Any]
@@ -248,7 +248,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
         raise ConfigError("optim.lr must be set for pretraining")
     if optim.layer_decay is not None:
         raise ConfigError("optim.layer_decay is for fine-tuning; set it to null for pretraining")
-    model = ModelConfig.parse(cfg["model"])
+    model = PretrainModelConfig.parse(cfg["model"])
     try:  # the generator is sized from the model: checked now, not after tokenizing the corpus
         model.build(vocab_size=model.fields.get("vocab_size") or 1 + model.fields.get("pad_token_id", 0)
                     ).generator_config(objective.generator_size)
@@ -265,7 +265,7 @@ def parse_config(cfg: dict[str, Any]) -> PretrainConfig:
     from_mapping(TokenizerConfig, "tokenizer", cfg["tokenizer"], error=ConfigError)
     return PretrainConfig(
         name=str(cfg["name"]), seed=seed, resume=resume, model=model, optim=optim,
-        trainer=from_mapping(TrainerConfig, "trainer", cfg.get("trainer", {})), objective=objective,
+        trainer=from_mapping(PretrainTrainerConfig, "trainer", cfg.get("trainer", {})), objective=objective,
         tracking=from_mapping(TrackingConfig, "tracking", cfg.get("tracking", {})),
         corpus=cfg["corpus"], tokenizer=cfg["tokenizer"], max_seq_length=max_seq_length, data_seed=data_seed,
         heldout_fraction=float(heldout), num_workers=cfg["num_workers"], data_dir=str(cfg["data_dir"]), raw=cfg,

@@ -149,7 +149,7 @@ def prepare_data(c: PretrainConfig, info: DistInfo) -> Path:
 
 
 @dataclass
-class Run:
+class LoopContext:
     """What the loop needs besides the state: settings, data and where things go."""
 
     c: PretrainConfig
@@ -185,7 +185,7 @@ def build_state(c: PretrainConfig, info: DistInfo, config: ConvBertConfig, datas
                       ResumableBatches(dataset, micro, c.seed, info.rank, info.world_size), info)
 
 
-def resume(state: TrainState, r: Run) -> None:
+def resume(state: TrainState, r: LoopContext) -> None:
     """Load the newest readable checkpoint with finite weights of this model's shape (older ones are tried when
     it is not)."""
     own = {k: v.shape for k, v in state.model.state_dict().items()}
@@ -240,7 +240,7 @@ def recorded_step_time(run_dir: Path) -> float | None:
     return ((saved.get("trainer") or {}).get("budget") or {}).get("step_device_s")
 
 
-def fix_hours_budget(state: TrainState, r: Run, step_device_s: float, measured: int) -> None:
+def fix_hours_budget(state: TrainState, r: LoopContext, step_device_s: float, measured: int) -> None:
     """An hours budget has measured its rate: fix max_steps and the schedule, and record the rate."""
     c = r.c
     b = c.trainer.budget
@@ -263,7 +263,7 @@ def raw_budget(c: PretrainConfig) -> dict[str, Any]:
     return c.raw.setdefault("trainer", {}).setdefault("budget", {})
 
 
-def budget_used(state: TrainState, r: Run) -> float | None:
+def budget_used(state: TrainState, r: LoopContext) -> float | None:
     """The share of the budget spent at this step (FLOPs: nominal, steps x a full step's)."""
     b, totals = r.c.trainer.budget, state.totals
     if b.kind == "flops":
@@ -279,7 +279,7 @@ def say(info: DistInfo, message: str) -> None:
 
 
 # -------------------------------------------------------------------------------------- the loop
-def train(state: TrainState, r: Run) -> None:
+def train(state: TrainState, r: LoopContext) -> None:
     t = r.c.trainer
     last_ckpt = state.step
     meter = StepMeter(t.budget, r.info, state.step) if t.max_steps is None else None
@@ -312,7 +312,7 @@ def train(state: TrainState, r: Run) -> None:
                             f"{state.step}; checkpoint {path}; rerun the same command to resume")
 
 
-def one_step(state: TrainState, r: Run) -> None:
+def one_step(state: TrainState, r: LoopContext) -> None:
     """One optimizer step over the global batch: grad_accum micro-batches on every rank. No host sync
     (statistics stay on the device until log_window), except with the skip-bad-steps policy."""
     t, info = r.c.trainer, r.info
@@ -334,7 +334,7 @@ def one_step(state: TrainState, r: Run) -> None:
     state.step += 1
 
 
-def next_micro_batch(state: TrainState, r: Run, a: int) -> dict[str, Any]:
+def next_micro_batch(state: TrainState, r: LoopContext, a: int) -> dict[str, Any]:
     """Micro-batch `a` of this rank in this step, masked with per-example seeds (docs/design.md §3), on the
     device. The seeds depend on the example's place in the global batch, not on rank or accumulation."""
     info = r.info
@@ -343,7 +343,7 @@ def next_micro_batch(state: TrainState, r: Run, a: int) -> dict[str, Any]:
     return to_device(b, info.device)
 
 
-def skip_bad_step(state: TrainState, r: Run, params: list[torch.Tensor]) -> bool:
+def skip_bad_step(state: TrainState, r: LoopContext, params: list[torch.Tensor]) -> bool:
     """trainer.max_bad_steps > 0: a step whose gradients are not finite is skipped (one host sync per step)."""
     norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
     if torch.isfinite(norm):
@@ -358,7 +358,7 @@ def skip_bad_step(state: TrainState, r: Run, params: list[torch.Tensor]) -> bool
     return True
 
 
-def log_window(state: TrainState, r: Run) -> dict[str, Any]:
+def log_window(state: TrainState, r: LoopContext) -> dict[str, Any]:
     """The metrics of the steps since the last row: the one host sync of the window."""
     summed = dict(zip(STAT_KEYS, all_reduce_sum(state.window).tolist(), strict=True))
     state.window = state.new_window()
@@ -388,7 +388,7 @@ def log_window(state: TrainState, r: Run) -> dict[str, Any]:
     return metrics
 
 
-def budget_postfix(metrics: dict[str, Any], r: Run) -> dict[str, str]:
+def budget_postfix(metrics: dict[str, Any], r: LoopContext) -> dict[str, str]:
     """The progress line's budget part: share used and what was spent, e.g. 'budget=37% of 3e+14 FLOPs'."""
     b = r.c.trainer.budget
     if b.kind is None:
@@ -402,7 +402,7 @@ def _finite(v: Any) -> bool:
     return not isinstance(v, float) or v == v and abs(v) != float("inf")
 
 
-def check_losses(metrics: dict[str, float], state: TrainState, r: Run) -> None:
+def check_losses(metrics: dict[str, float], state: TrainState, r: LoopContext) -> None:
     """Divergence that stays finite: a window's MLM or RTD loss far above an untrained model's (ln V for the
     generator's V-way prediction, ln 2 for the discriminator's). Every rank sees the same reduced metrics."""
     v = r.config.vocab_size
@@ -412,7 +412,7 @@ def check_losses(metrics: dict[str, float], state: TrainState, r: Run) -> None:
         raise_non_finite(state, r, f"training diverged by step {state.step}: {why}")
 
 
-def raise_non_finite(state: TrainState, r: Run, what: str) -> None:
+def raise_non_finite(state: TrainState, r: LoopContext, what: str) -> None:
     last = list_checkpoints(r.ckpt_dir)
     raise Diverged(f"{what}: stopping without writing a checkpoint or export of these weights. Last checkpoint "
                    f"(checked when written): {last[-1] if last else 'none'}. Try a lower optim.lr or a longer "
@@ -420,7 +420,7 @@ def raise_non_finite(state: TrainState, r: Run, what: str) -> None:
                    "with non-finite gradients.")
 
 
-def stop_requested(state: TrainState, r: Run) -> bool:
+def stop_requested(state: TrainState, r: LoopContext) -> bool:
     """Whether to stop after this step. Under DDP the ranks agree every trainer.stop_check_every steps (one
     small all-reduce), so that all stop at the same step whichever rank got the signal."""
     if not r.info.distributed:
@@ -430,7 +430,7 @@ def stop_requested(state: TrainState, r: Run) -> bool:
     return any_rank(r.stop.requested, r.info.device)
 
 
-def checkpoint(state: TrainState, r: Run) -> Path:
+def checkpoint(state: TrainState, r: LoopContext) -> Path:
     """Every rank contributes (RNG states are gathered); rank 0 writes, after checking the weights and the
     losses of the steps not yet logged."""
     if not state.weights_finite():
@@ -448,7 +448,7 @@ def checkpoint(state: TrainState, r: Run) -> Path:
 
 
 # ------------------------------------------------------------------------------------- finishing
-def finish(state: TrainState, r: Run) -> dict[str, Any]:
+def finish(state: TrainState, r: LoopContext) -> dict[str, Any]:
     """Summary, export and plot (rank 0). Rerunning a finished run comes straight here: only these retry."""
     c, info = r.c, r.info
     device_hours = state.totals["train_time_s"] * info.world_size / 3600
@@ -525,11 +525,12 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         check_run_dir(c, run_dir)
         path = prepare_data(c, info)  # a signal here ends the job at once: nothing to checkpoint yet
         stop = stack.enter_context(StopRequest())
-        return _run(c, info, run_dir, path, micro, stop, stack)
+        return _train_prepared(c, info, run_dir, path, micro, stop, stack)
 
 
-def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int, stop: StopRequest,
-         stack: contextlib.ExitStack) -> dict[str, Any]:
+def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int,
+                    stop: StopRequest, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Model, state and loop once the data dir is ready: resume, train, finish."""
     check_same_vocabulary(run_dir, data_path)
     tokenizer = load_shards_tokenizer(data_path)
     config = c.model.build(tokenizer.get_vocab_size())
@@ -553,7 +554,7 @@ def _run(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micr
                           dataset.max_seq_length, c.objective.mask_prob)
     budget_steps(c, run_dir, per_step, info)
     state = build_state(c, info, config, dataset, micro)
-    r = Run(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop, evaluate,
+    r = LoopContext(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop, evaluate,
             dataset.max_seq_length, per_step)
     resume(state, r)
     if info.is_main:

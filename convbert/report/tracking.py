@@ -24,7 +24,7 @@ def _rows(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 @contextmanager
-def _run(mode: str, project: str, group: str | None, name: str | None, tags: Sequence[str], job_type: str,
+def _wandb_run(mode: str, project: str, group: str | None, name: str | None, tags: Sequence[str], job_type: str,
          dir: str | Path | None) -> Iterator[Any]:
     """A wandb run, finished on the way out; None when mode is 'disabled'."""
     if mode not in MODES:
@@ -48,7 +48,7 @@ def log_to_wandb(table: Table, comparison: Comparison | None, files: dict[str, P
     """One wandb run (job_type 'table') with the score grid, per-metric stats, comparison and chart.
 
     Returns the run's URL/dir label, or None when mode is 'disabled'."""
-    with _run(mode, project, group, name, tags, "table", dir) as run:
+    with _wandb_run(mode, project, group, name, tags, "table", dir) as run:
         if run is None:
             return None
         import wandb
@@ -75,7 +75,7 @@ def log_curve_to_wandb(rows: list[dict], png: Path, *, mode: str, project: str, 
     curve.png. Returns the run's URL/dir label, or None when mode is 'disabled'."""
     from convbert.report.curve import HELDOUT, curve_csv
 
-    with _run(mode, project, group, name, tags, "curve", dir) as run:
+    with _wandb_run(mode, project, group, name, tags, "curve", dir) as run:
         if run is None:
             return None
         import wandb

@@ -1,14 +1,28 @@
-"""What the benchmark scripts share (and the op-count tests import): a synthetic pretraining batch with our
-tokenizer's special ids, and a dispatch-mode counter of aten ops."""
+"""What the benchmark scripts share (and the op-count tests import): the command line of the step benchmarks, a
+synthetic pretraining batch with our tokenizer's special ids, and a dispatch-mode counter of aten ops."""
 
 from __future__ import annotations
 
+import argparse
 import collections
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # our tokenizer's special ids
+
+
+def step_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every training-step benchmark takes (bench_model, bench_pretrain); each adds its own."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", "--iters", type=int, default=5, help="timed steps per configuration (median reported)")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    return ap
 NEVER_MASKED = [PAD, CLS, SEP, MASK]  # as convbert/pretrain
 
 

@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 def run_ours(args) -> dict:
     from convbert.config import ConvBertConfig
-    from convbert.finetune import TrainerConfig, fit
+    from convbert.finetune import FinetuneTrainerConfig, fit
     from convbert.finetune.sampler import LengthBucketSampler
     from convbert.glue.features import Features, collate
     from convbert.model import ConvBertForSequenceClassification
@@ -76,7 +76,7 @@ def run_ours(args) -> dict:
                                                  b["labels"])
 
     optim = OptimConfig(lr=3e-4, warmup_fraction=0.1, layer_decay=0.8)  # the fine-tuning recipe
-    trainer = TrainerConfig(epochs=1, precision="fp32", max_steps=args.warmup)
+    trainer = FinetuneTrainerConfig(epochs=1, precision="fp32", max_steps=args.warmup)
     fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))  # warm-up (allocator, kernels)
     trainer.max_steps = args.steps
     res = fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))

@@ -5,17 +5,17 @@ Prints one JSON line per (impl, precision):
 Timed iterations of the two implementations are interleaved so that load from other processes hits both alike;
 tokens_per_s uses the median wall time per step. cpu_s_per_step (process CPU time, all threads) is printed too:
 on a shared machine it is the steadier figure (set OMP_WAIT_POLICY=PASSIVE so idle threads do not spin).
-Usage: python tests/benchmarks/bench_model.py [--preset small --iters 5]
+Usage: python tests/benchmarks/bench_model.py [--preset small --steps 5]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
+from bench_common import step_parser
 
 from convbert.config import ConvBertConfig
 from convbert.model import ConvBertModel
@@ -37,15 +37,7 @@ def make_step(model: torch.nn.Module, call, bf16: bool):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--precisions", default="fp32,bf16")
-    args = ap.parse_args()
+    args = step_parser(__doc__).parse_args()
 
     import transformers  # benchmark-only dependency
 
@@ -75,7 +67,7 @@ def main() -> None:
             for _ in range(args.warmup):
                 step()
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
-        for _ in range(args.iters):
+        for _ in range(args.steps):
             for name, step in steps.items():
                 times[name].append(step())
         med = {name: statistics.median(t[0] for t in ts) for name, ts in times.items()}

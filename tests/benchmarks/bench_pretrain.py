@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from bench_common import MASK, NEVER_MASKED, make_batch
+from bench_common import MASK, NEVER_MASKED, make_batch, step_parser
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -336,14 +336,7 @@ def env_row(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
-    ap.add_argument("--precisions", default="fp32,bf16")
+    ap = step_parser(__doc__)
     ap.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
     ap.add_argument("--quick", action="store_true", help="1 warm-up + 2 timed steps")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: "impl:precision"
