@@ -116,3 +116,26 @@ def move_renamed(cfg: Mapping[str, Any], renamed: Mapping[str, str], skip_unset:
             target[key] = list(value) if isinstance(value, tuple) else value
         moved.append((old, new))
     return out, moved
+
+
+def runtime(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config dataclass field about how (or how long) a run runs, not what it computes: the jobs that continue
+    one run may change it, and the records a resume is checked against leave it out (`runtime_fields`,
+    `result_settings`)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"runtime": True})
+
+
+def runtime_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("runtime")]
+
+
+def result_settings(value: Any) -> Any:
+    """A config dataclass as plain data without its runtime fields, recursively: what defines its results."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: result_settings(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("runtime")}
+    if isinstance(value, list | tuple):
+        return [result_settings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: result_settings(v) for k, v in value.items()}
+    return copy.deepcopy(value)

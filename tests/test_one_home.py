@@ -112,3 +112,19 @@ def test_one_name_per_knob_across_the_stages():
     old["trainer"]["num_threads"] = old["trainer"].pop("threads")
     with pytest.warns(DeprecationWarning, match="trainer.num_threads is deprecated: use trainer.threads"):
         assert parse_config(old).trainer.threads == 2
+
+
+def test_what_a_resume_may_change_follows_from_the_fields():
+    """Runtime fields (how, where, how long a run runs) are marked where they are declared; the resume check and
+    the fine-tuning job record follow from the marks, not from hand-kept lists."""
+    from convbert.finetune import FinetuneConfig
+    from convbert.pretrain.config import MAY_CHANGE_ON_RESUME
+    from convbert.settings import runtime_fields
+
+    runtime = {f"trainer.{n}" for n in runtime_fields(PretrainTrainer)}
+    assert {"trainer.device", "trainer.threads", "trainer.log_every", "trainer.max_steps"} <= runtime
+    assert runtime <= set(MAY_CHANGE_ON_RESUME) and not {"trainer.batch_size", "trainer.grad_accum"} & runtime
+    job = FinetuneConfig.from_dict(pipelines.compose("finetune", ["task=rte"]))
+    record = job.settings()
+    assert "tracking" not in record and "threads" not in record["trainer"] and "cache_dir" not in record["data"]
+    assert record["trainer"]["batch_size"] == job.trainer.batch_size and record["optim"]["betas"] == [0.9, 0.999]

@@ -20,6 +20,8 @@ from convbert.settings import (
     from_mapping,
     move_renamed,
     reject_unknown,
+    result_settings,
+    runtime,
 )
 from convbert.tasks import recipe_defaults, task_info
 from convbert.train.optim import OptimConfig
@@ -35,7 +37,7 @@ class DataConfig:
 
     dir: str | None = None  # local copy: a GLUE dir in the original layout / the official SQuAD json files
     hub_path: str | None = None  # null: the task's hub dataset (nyu-mll/glue, rajpurkar/squad[_v2])
-    cache_dir: str | None = None
+    cache_dir: str | None = runtime(None)  # where the hub dataset is cached: not what it holds
     max_train_examples: int | None = None  # first N examples (quick runs)
     max_eval_examples: int | None = None  # first N dev examples: scores not comparable with full-dev ones
     predict_test: bool = True  # GLUE: leaderboard files for the test sets
@@ -71,11 +73,11 @@ class FinetuneTrainerConfig:
     eval_batch_size: int = 128
     max_steps: int | None = None  # stop early (quick runs, benchmarks)
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on a bf16-capable GPU, else fp32)
-    device: str = "auto"
-    threads: int | None = None  # torch CPU threads; null: torch's default (cores / n_jobs under joblib)
+    device: str = runtime("auto")
+    threads: int | None = runtime(None)  # torch CPU threads; null: torch's default (cores / n_jobs under joblib)
     bucket_pool_batches: int = 50  # length bucketing: sort within pools of this many batches
-    log_every: int = 50
-    keep_checkpoint: bool = False  # keep <job dir>/checkpoint/ once the job has finished
+    log_every: int = runtime(50)
+    keep_checkpoint: bool = runtime(False)  # keep <job dir>/checkpoint/ once the job has finished
 
     def __post_init__(self) -> None:
         check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every", "bucket_pool_batches"))
@@ -130,14 +132,14 @@ class FinetuneConfig:
 
     task: dict[str, Any]
     seed: int = 1
-    seeds: list[int] | None = None  # several seeds in one job (seed<s>/ subdirs): the search objective
+    seeds: list[int] | None = runtime(None)  # several seeds in one job (seed<s>/ subdirs): the search objective
     init: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(**FINETUNE_OPTIM))
     trainer: FinetuneTrainerConfig = field(default_factory=FinetuneTrainerConfig)
-    tracking: dict[str, Any] = field(default_factory=lambda: {"mode": default_mode()})
-    search: dict[str, Any] | None = None  # set by a hyper-parameter search: its dir, trial and objective
+    tracking: dict[str, Any] = runtime(default_factory=lambda: {"mode": default_mode()})
+    search: dict[str, Any] | None = runtime(None)  # set by a hyper-parameter search: its dir, trial and objective
 
     def __post_init__(self) -> None:
         self.task = task_config(self.task)
@@ -168,15 +170,8 @@ class FinetuneConfig:
                    tracking=dict(cfg.get("tracking") or {"mode": default_mode()}), search=cfg.get("search"))
 
     def settings(self) -> dict[str, Any]:
-        """What makes the job's results: a resumed job must have the same (tracking and resources may change)."""
-        d = dataclasses.asdict(self)
-        for k in ("tracking", "seeds", "search"):
-            d.pop(k)
-        for k in ("threads", "device", "log_every", "keep_checkpoint"):
-            d["trainer"].pop(k)
-        d["data"].pop("cache_dir")
-        d["optim"]["betas"] = list(d["optim"]["betas"])
-        return d
+        """What makes the job's results (every non-runtime field): a resumed job must have the same."""
+        return result_settings(self)
 
 
 def is_random_init(init: str | None) -> bool:

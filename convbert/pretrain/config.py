@@ -28,6 +28,8 @@ from convbert.settings import (
     from_mapping,
     move_renamed,
     reject_unknown,
+    runtime,
+    runtime_fields,
 )
 from convbert.train.optim import OptimConfig
 from convbert.train.precision import DTYPES
@@ -36,15 +38,7 @@ from convbert.train.tracking import WANDB_MODES, default_mode
 RESUME_MODES = ("auto", "never")
 PRECISIONS = ("auto", *DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
-# config entries a resumed run may change (where and how it runs, how long, what it logs); any other
-# difference from the run's config.json would silently mix two runs' settings, so resuming refuses it
-MAY_CHANGE_ON_RESUME = ("name", "resume", "tracking", "num_workers", "data_dir", "paths", "trainer.device",
-                        "trainer.precision", "trainer.compile", "trainer.threads", "trainer.max_steps",
-                        "trainer.stop_after", "trainer.log_every", "trainer.ckpt_every", "trainer.keep_last",
-                        "trainer.keep_steps", "trainer.keep_every",
-                        "trainer.progress", "trainer.eval_every", "trainer.eval_examples", "trainer.max_bad_steps",
-                        "trainer.stop_check_every", "trainer.data_wait_s", "trainer.budget")
-# trainer.budget may change like trainer.max_steps: the schedule is re-derived from the step resumed at
+
 # renamed keys: old dotted spelling -> new (one spelling per knob across the stages); on the command line the old
 # spelling is refused naming the new one (pipelines.renamed_keys)
 RENAMED = {"trainer.lr": "optim.lr", "trainer.weight_decay": "optim.weight_decay",
@@ -58,28 +52,29 @@ PREDATED = {"optim.bias_correction": True, "optim.warmup_fraction": None, "optim
 
 @dataclass
 class PretrainTrainerConfig:
-    """The `trainer` group: how and where the run runs (conf/trainer/default.yaml documents each key)."""
+    """The `trainer` group: the global batch, and how, where and how long the run runs (conf/trainer/default.yaml
+    documents each key). Runtime fields may change when a run resumes; the others make its results."""
 
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool | str = "auto"
-    threads: int | None = None
+    device: str = runtime("auto")
+    precision: str = runtime("auto")
+    compile: bool | str = runtime("auto")
+    threads: int | None = runtime(None)
     batch_size: int = 128  # global: ranks x grad_accum x micro-batch
     grad_accum: int = 1
-    max_steps: int | None = 1_000_000  # null: trainer.budget sets it
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    stop_after: int | None = None  # end this job at that step (checkpointed) without changing the schedule
-    log_every: int = 100
-    ckpt_every: int = 10_000
-    keep_last: int = 3
-    keep_steps: list[int] = field(default_factory=list)  # also checkpointed and kept for good (checkpoints/kept/)
-    keep_every: int | None = None  # as keep_steps, every N steps
-    eval_every: int | None = 10_000
-    eval_examples: int = 2048
-    max_bad_steps: int = 0
-    stop_check_every: int = 10
-    data_wait_s: float = 86_400.0
-    progress: bool = True
+    max_steps: int | None = runtime(1_000_000)  # null: trainer.budget sets it; a change re-derives the schedule
+    budget: BudgetConfig = runtime(default_factory=BudgetConfig)  # may change like max_steps
+    stop_after: int | None = runtime(None)  # end this job at that step (checkpointed) without changing the schedule
+    log_every: int = runtime(100)
+    ckpt_every: int = runtime(10_000)
+    keep_last: int = runtime(3)
+    keep_steps: list[int] = runtime(default_factory=list)  # also checkpointed and kept for good (checkpoints/kept/)
+    keep_every: int | None = runtime(None)  # as keep_steps, every N steps
+    eval_every: int | None = runtime(10_000)
+    eval_examples: int = runtime(2048)
+    max_bad_steps: int = runtime(0)
+    stop_check_every: int = runtime(10)
+    data_wait_s: float = runtime(86_400.0)
+    progress: bool = runtime(True)
 
     def __post_init__(self) -> None:
         check_ints(self, "trainer", ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last",
@@ -189,21 +184,21 @@ class PathsConfig:
 class PretrainConfig:
     """The whole pretraining config, typed. `raw` is the (upgraded) plain dict, recorded as config.json."""
 
-    name: str
+    name: str = runtime()
     seed: int
-    resume: str
+    resume: str = runtime()
     model: PretrainModelConfig
     optim: OptimConfig
     trainer: PretrainTrainerConfig
     objective: ElectraObjective
-    tracking: TrackingConfig
+    tracking: TrackingConfig = runtime()
     corpus: dict[str, Any]
     tokenizer: dict[str, Any]
     max_seq_length: int
     data_seed: int
     heldout_fraction: float
-    num_workers: int
-    data_dir: str
+    num_workers: int = runtime()  # tokenizer processes: the shards do not depend on them
+    data_dir: str = runtime()
     raw: dict[str, Any]
 
     def data_args(self) -> dict[str, Any]:
@@ -213,6 +208,11 @@ class PretrainConfig:
                     data_dir=self.data_dir)
 
 
+# the config entries a resumed run may change: its runtime fields (where and how it runs, how long, what it logs)
+# and conf's paths; any other difference from the run's config.json would silently mix two runs' settings, so
+# resuming refuses it
+MAY_CHANGE_ON_RESUME = (*runtime_fields(PretrainConfig), "paths",
+                        *(f"trainer.{name}" for name in runtime_fields(PretrainTrainerConfig)))
 # what parse_config takes for a top-level key its config lacks: conf/pretrain.yaml's (and conf/shards/) values,
 # so that a dict from Python and `make pretrain` agree (tests/test_one_home.py checks them)
 TOP_LEVEL_DEFAULTS = {"seed": 1, "resume": "auto", "max_seq_length": 128, "data_seed": DATA_SEED,
