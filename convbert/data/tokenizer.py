@@ -100,18 +100,8 @@ def learn_vocab(
     dozen tokens; here every tie goes to the pair of lower ids, and ids are assigned in a fixed order:
     specials, alphabet (sorted), "##" + alphabet (sorted), then merges in the order they were made.
     """
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    chars: Counter[str] = Counter()
-    for word, n in word_counts.items():
-        for ch in word:
-            chars[ch] += n
-    alphabet = sorted(ch for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))[:limit_alphabet])
-    allowed = set(alphabet)
-    inner = sorted({ch for word in word_counts for ch in word[1:] if ch in allowed})
-    for token in [*alphabet, *("##" + ch for ch in inner)]:
-        vocab.setdefault(token, len(vocab))
+    vocab, allowed = _alphabet_vocab(word_counts, limit_alphabet)
     id2token = sorted(vocab, key=vocab.__getitem__)
-
     # words as symbol-id lists; characters outside the alphabet are dropped (they become [UNK] later)
     words: list[list[int]] = []
     counts: list[int] = []
@@ -147,29 +137,54 @@ def learn_vocab(
             id2token.append(token)
         touched = set()
         for i in where.pop(pair, ()):
-            old, merged, j = words[i], [], 0
-            while j < len(old):
-                if j + 1 < len(old) and old[j] == a and old[j + 1] == b:
-                    merged.append(new)
-                    j += 2
-                else:
-                    merged.append(old[j])
-                    j += 1
-            if len(merged) == len(old):
-                continue
-            for p in pairwise(old):
-                pair_counts[p] -= counts[i]
-            for p in pairwise(merged):
-                pair_counts[p] += counts[i]
-                if new in p:  # only pairs with the new token can have grown
-                    where.setdefault(p, set()).add(i)
-                    touched.add(p)
-            words[i] = merged
+            touched |= _merge_in(words, counts, i, pair, new, pair_counts, where)
         del pair_counts[pair]
         for p in sorted(touched):
             if pair_counts[p] > 0:
                 heapq.heappush(heap, (-pair_counts[p], p))
     return vocab
+
+
+def _alphabet_vocab(word_counts: Mapping[str, int], limit_alphabet: int) -> tuple[dict[str, int], set[str]]:
+    """Specials, then the limit_alphabet most frequent characters (sorted) and their "##" forms: the starting
+    vocabulary, and the characters kept."""
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    chars: Counter[str] = Counter()
+    for word, n in word_counts.items():
+        for ch in word:
+            chars[ch] += n
+    alphabet = sorted(ch for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))[:limit_alphabet])
+    allowed = set(alphabet)
+    inner = sorted({ch for word in word_counts for ch in word[1:] if ch in allowed})
+    for token in [*alphabet, *("##" + ch for ch in inner)]:
+        vocab.setdefault(token, len(vocab))
+    return vocab, allowed
+
+
+def _merge_in(words: list[list[int]], counts: list[int], i: int, pair: tuple[int, int], new: int,
+              pair_counts: Counter[tuple[int, int]], where: dict[tuple[int, int], set[int]]) -> set[tuple[int, int]]:
+    """Replace `pair` by `new` in word i, updating the pair counts; returns the pairs with `new` that grew."""
+    a, b = pair
+    old, merged, j = words[i], [], 0
+    while j < len(old):
+        if j + 1 < len(old) and old[j] == a and old[j + 1] == b:
+            merged.append(new)
+            j += 2
+        else:
+            merged.append(old[j])
+            j += 1
+    if len(merged) == len(old):
+        return set()
+    touched = set()
+    for p in pairwise(old):
+        pair_counts[p] -= counts[i]
+    for p in pairwise(merged):
+        pair_counts[p] += counts[i]
+        if new in p:  # only pairs with the new token can have grown
+            where.setdefault(p, set()).add(i)
+            touched.add(p)
+    words[i] = merged
+    return touched
 
 
 def load_pretrained(cfg: TokenizerConfig) -> Tokenizer:

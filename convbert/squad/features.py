@@ -148,6 +148,16 @@ def char_span_to_tokens(offsets: np.ndarray, start: int, end: int) -> tuple[int,
     return (int(idx[0]), int(idx[-1])) if len(idx) else None
 
 
+def _answer_tokens(ex: SquadExample, offsets: np.ndarray) -> tuple[int, int] | None:
+    """The token span of the first answer that can be located in the context's tokens, or None."""
+    for a in ex.answers:
+        if a.start >= 0:
+            span = char_span_to_tokens(offsets, a.start, a.start + len(a.text))
+            if span is not None:
+                return span
+    return None
+
+
 def build_features(examples: Sequence[SquadExample], tokenizer: Tokenizer, cfg: FeatureConfig,
                    training: bool) -> tuple[SquadFeatures, FeatureReport]:
     """Windows for every example. With training=True, answerable examples whose answer cannot be located
@@ -174,18 +184,12 @@ def build_features(examples: Sequence[SquadExample], tokenizer: Tokenizer, cfg: 
             q_ids = q_ids[:cfg.max_query_length]
             rep.truncated_questions += 1
 
-        answer_tokens = None
-        if not ex.is_impossible:
-            for a in ex.answers:  # first answer that can be located in the context's tokens
-                if a.start >= 0:
-                    answer_tokens = char_span_to_tokens(offsets, a.start, a.start + len(a.text))
-                    if answer_tokens is not None:
-                        break
-            if answer_tokens is None:
-                rep.answers_not_tokenizable += 1
-                if training:  # nothing to learn from a span label we cannot place
-                    rep.skipped_examples += 1
-                    continue
+        answer_tokens = None if ex.is_impossible else _answer_tokens(ex, offsets)
+        if not ex.is_impossible and answer_tokens is None:
+            rep.answers_not_tokenizable += 1
+            if training:  # nothing to learn from a span label we cannot place
+                rep.skipped_examples += 1
+                continue
 
         max_doc = cfg.max_seq_length - len(q_ids) - 3
         spans = window_spans(len(doc_ids), max_doc, cfg.doc_stride)
