@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_process
 from glue_fixtures import make_benchmark, write_glue_dir
+from helpers import run_process
 from test_table import record, write
 
 from convbert.glue.data import load_split

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_resolved, run_entry, run_process, start_process, torchrun
 from glue_fixtures import write_glue_dir
+from helpers import compose_resolved, run_entry, run_process, start_process, torchrun
 
 from convbert.pretrain import PREEMPTED_EXIT_CODE, PretrainTrainerConfig
 from convbert.report import aggregate

@@ -4,7 +4,7 @@ Hydra refuses them and pipelines.run_hydra adds the valid keys of that level."""
 from __future__ import annotations
 
 import pytest
-from conftest import run_process
+from helpers import run_process
 
 from pipelines import unknown_key_errors
 

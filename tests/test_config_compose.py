@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF, STAGES, compose_resolved
+from helpers import CONF, STAGES, compose_resolved
 
 from convbert.config import PRESETS
 from convbert.pretrain.config import PretrainModelConfig

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry, run_process, start_process
 from glue_fixtures import write_glue_dir
+from helpers import run_entry, run_process, start_process
 
 from convbert.finetune.init import load_init
 from convbert.pretrain import PretrainTrainerConfig, check_resume_config

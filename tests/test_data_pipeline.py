@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_entry, run_process
+from helpers import run_entry, run_process
 
 from convbert.data import DataError, PretrainDataset, ResumableBatches, check_compatible, read_manifest
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_process
+from helpers import start_process
 
 from convbert import data as convbert_data
 from convbert.data import DataError, check_compatible, check_files, load_shards_tokenizer, read_manifest

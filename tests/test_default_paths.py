@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_process
 from glue_fixtures import make_benchmark, write_glue_dir
+from helpers import run_process
 
 from convbert.train.lock import DirLock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from conftest import REPO
+from helpers import REPO
 
 DESIGN = REPO / "docs" / "design.md"
 CITE = re.compile(r"docs/design\.md §(\d+)")

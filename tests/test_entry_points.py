@@ -1,11 +1,11 @@
-"""The shared smoke experiment runs through the pretraining entry point, in-process (conftest.run_entry)."""
+"""The shared smoke experiment runs through the pretraining entry point, in-process (helpers.run_entry)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import run_entry
+from helpers import run_entry
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import compose_resolved, run_entry
 from glue_fixtures import make_benchmark, write_glue_dir
+from helpers import compose_resolved, run_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

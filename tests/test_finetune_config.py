@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import compose_resolved, run_entry
+from helpers import compose_resolved, run_entry
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_entry, run_process
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir, write_hub_dir, write_pretrained_run_dir
+from helpers import run_entry, run_process
 from sklearn import metrics as skm
 
 from convbert.config import ConvBertConfig

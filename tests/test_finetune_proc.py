@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import start_process
 from glue_fixtures import make_benchmark, write_glue_dir, write_pretrained_run_dir
+from helpers import start_process
 
 pytestmark = pytest.mark.slow  # end to end: reproduce and its fine-tuning child, killed
 

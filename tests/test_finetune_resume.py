@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_entry, start_process
 from glue_fixtures import write_rte_finetune_env
+from helpers import run_entry, start_process
 
 from convbert.train.signals import PREEMPTED_EXIT_CODE
 
@@ -22,7 +22,7 @@ def env(tmp_path_factory):
 
 
 def overrides(env: Path) -> list[str]:
-    """The job's command line, less its run dir: for a subprocess or conftest.run_entry."""
+    """The job's command line, less its run dir: for a subprocess or helpers.run_entry."""
     return ["task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", "task.max_length=32",
             "trainer.batch_size=2", "trainer.epochs=2", "trainer.threads=1", "trainer.log_every=1",
             "trainer.device=cpu", "tracking.mode=disabled"]

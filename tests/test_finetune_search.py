@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_process, start_process
 from glue_fixtures import write_rte_finetune_env
+from helpers import run_process, start_process
 
 from convbert.report import aggregate, collect, to_markdown
 from convbert.train.signals import PREEMPTED_EXIT_CODE

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_entry, run_process
+from helpers import run_entry, run_process
 from squad_fixtures import FIXTURES, fixture_tokenizer
 
 from convbert.config import ConvBertConfig

@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from conftest import run_process
+from helpers import run_process
 
 
 @pytest.mark.slow  # the whole script in a subprocess: training steps, DDP, a fine-tune

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "convbert"
 KNOWN_CYCLES: set[frozenset[str]] = set()  # none: keep it that way

@@ -6,7 +6,7 @@ import signal
 import socket
 
 import pytest
-from conftest import run_process
+from helpers import run_process
 
 from convbert.train.lock import DirLock, DirLockedError
 from convbert.train.signals import StopRequest

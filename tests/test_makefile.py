@@ -6,7 +6,7 @@ import re
 import shutil
 
 import pytest
-from conftest import REPO, run_process
+from helpers import REPO, run_process
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import yaml
-from conftest import CONF, REPO, STAGES, run_process
+from helpers import CONF, REPO, STAGES, run_process
 
 import pipelines
 from convbert.config import PRESETS, ConvBertConfig

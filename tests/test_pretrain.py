@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry, run_process, start_process, torchrun
+from helpers import run_entry, run_process, start_process, torchrun
 
 from convbert.model import ConvBertModel
 from convbert.pretrain import (
@@ -55,7 +55,7 @@ def pretrain(run_dir: Path, data_dir: Path, *overrides: str, nproc: int = 1, che
 
 
 def train(run_dir: Path, data_dir: Path, *overrides: str) -> None:
-    """The same run in this process (conftest.run_entry): for tests where no process boundary matters."""
+    """The same run in this process (helpers.run_entry): for tests where no process boundary matters."""
     run_entry("pretrain", *TINY, f"data_dir={data_dir}", *overrides, run_dir=run_dir)
 
 

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import compose_resolved
+from helpers import compose_resolved
 
 from convbert.config import PRESETS
 from convbert.pretrain import parse_config

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_entry
 from glue_fixtures import make_benchmark, make_tokenizer, write_glue_dir
+from helpers import run_entry
 
 from convbert.data.tokenizer import save
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_process
 from glue_fixtures import write_glue_dir
+from helpers import run_process
 
 pytestmark = pytest.mark.slow  # end to end through the entry point
 

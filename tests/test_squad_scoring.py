@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from conftest import run_process
+from helpers import run_process
 from squad_fixtures import FIXTURES, REAL_DEV
 
 from convbert.squad.data import gold_answers, load_squad_json

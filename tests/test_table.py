@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_process
+from helpers import run_process
 
 from convbert.report import (
     ReportError,
@@ -397,7 +397,7 @@ def test_pipeline_command(tmp_path):
 
 
 def test_pipeline_config_in_process(tmp_path):
-    from conftest import hydra_job
+    from helpers import hydra_job
 
     from pipelines.table import run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import CONF
+from helpers import CONF
 
 from convbert import tasks
 from convbert.glue import tasks as glue_tasks
