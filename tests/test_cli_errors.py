@@ -13,7 +13,7 @@ from pipelines import unknown_key_errors
     ("pretrain", ["model=small", "model.num_hidden_layer=2"], "model.num_hidden_layer", "'model' are: attention"),
     ("pretrain", ["-m", "lrr=1,2", "seed=1"], "lrr", "the top level are: corpus"),
     ("pretrain", ["trainer.precison=bf16"], "trainer.precison", "precision"),
-    ("finetune", ["task=stsb,mrpc", "trainer.epoch=3"], "trainer.epoch", "epochs"),
+    ("finetune", ["task=stsb,mrpc", "task.epoch=3"], "task.epoch", "epochs"),
     ("finetune", ["optim.learning_rate=1e-4"], "optim.learning_rate", "'optim' are:"),
 ])
 def test_plain_override_of_a_missing_key_is_named_with_the_valid_keys(config, args, key, valid):
@@ -24,7 +24,7 @@ def test_plain_override_of_a_missing_key_is_named_with_the_valid_keys(config, ar
 def test_valid_overrides_groups_and_additions_give_no_message():
     assert unknown_key_errors("pretrain", ["model=small", "model.num_hidden_layers=2", "trainer.precision=bf16",
                                            "+extra=1", "hydra.run.dir=/tmp/x", "experiment=tiny"]) == []
-    assert unknown_key_errors("finetune", ["-m", "task=cola,sst2", "seed=1,2", "trainer.epochs=2"]) == []
+    assert unknown_key_errors("finetune", ["-m", "task=cola,sst2", "seed=1,2", "task.epochs=2"]) == []
     assert unknown_key_errors("pretrain", ["not an override ==="]) == []
 
 

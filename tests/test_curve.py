@@ -29,7 +29,7 @@ from convbert.train.lock import DirLock
 PRETRAIN = ["experiment=smoke", "trainer.max_steps=5", "trainer.ckpt_every=1", "trainer.keep_last=1",
             "trainer.keep_steps=[2]", "trainer.keep_every=4", "heldout_fraction=0.2", "trainer.eval_examples=8",
             "trainer.eval_every=null", "trainer.log_every=100"]
-FINETUNE = ["task.max_length=32", "trainer.batch_size=8", "trainer.epochs=1", "optim.lr=3e-4",
+FINETUNE = ["task.max_length=32", "trainer.batch_size=8", "task.epochs=1", "optim.lr=3e-4",
             "data.predict_test=false"]
 
 
@@ -176,7 +176,7 @@ def test_sigterm_stops_the_running_job_with_a_checkpoint_and_a_rerun_resumes_it(
     job = tmp_path / "out" / "glue" / f"{run_dir.name}-step2" / "rte-seed1"
     args = [f"init={run_dir}", "tasks=[rte]", "seeds=[1]", "steps=[2]", f"data.dir={glue}",
             f"output_dir={tmp_path / 'out'}", "finetune_args=[" + ",".join(f'"{a}"' for a in FINETUNE) + ","
-            '"trainer.epochs=10"]']
+            '"task.epochs=10"]']
     proc = start_process(["-m", "pipelines.curve", *args], stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (job / "checkpoint").is_dir() and proc.poll() is None and time.time() < deadline:

@@ -16,7 +16,7 @@ from convbert.train.lock import DirLock
 pytestmark = pytest.mark.slow  # subprocesses through the real entry points
 
 FINETUNE = ["task=rte", "init=runs/pretrain/smoke", "data.dir=glue", "optim.lr=1e-4", "task.max_length=32",
-            "trainer.batch_size=8", "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled"]
+            "trainer.batch_size=8", "task.epochs=1", "trainer.threads=1", "tracking.mode=disabled"]
 
 
 def stage(name: str, cwd: Path, *args: str):

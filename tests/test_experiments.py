@@ -23,7 +23,7 @@ TINY_PRETRAIN = [
     "optim.warmup_steps=1", "trainer.log_every=1", "trainer.ckpt_every=2", "trainer.progress=false",
 ]
 TINY_FINETUNE = ["task=rte", "task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16",
-                 "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false",
+                 "task.epochs=1", "trainer.threads=1", "tracking.mode=disabled", "data.predict_test=false",
                  "optim.lr=3e-4"]
 SEEDS = (1, 2)
 

@@ -43,7 +43,7 @@ def test_groups_and_one_spelling_per_knob():
     assert j.model.overrides == {"hidden_dropout_prob": 0.2} and j.trainer.batch_size == 16 and j.data.dir == str(SQUAD)
     g = job("task=rte")
     assert g.task["max_length"] == 128 and g.optim.lr is None and g.optim.layer_decay == 0.8
-    assert g.optim.warmup_fraction == 0.1 and g.trainer.epochs is None and g.model.overrides == {}
+    assert g.optim.warmup_fraction == 0.1 and g.task["epochs"] == 10 and g.model.overrides == {}
 
 
 @pytest.mark.parametrize("override, key, valid", [

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"task", "metrics", "seed", "model", "pretraining", "steps", "examples_seen", "wall_time_s", "flops",
           "git_revision", "run_dir", "predictions_file"}
 MODEL_KEYS = {"name", "preset", "attention", "init", "checkpoint_id", "vocab_id"}
-QUICK = ["task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.epochs=2",
+QUICK = ["task.max_length=32", "trainer.batch_size=8", "trainer.eval_batch_size=16", "task.epochs=2",
          "trainer.threads=1", "tracking.mode=disabled"]
 
 
@@ -115,7 +115,7 @@ def test_capped_evaluation_is_recorded_and_writes_no_partial_leaderboard_file(en
 def test_multirun_two_jobs_hub_source(env, tmp_path):
     sweep = tmp_path / "sweep"
     p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"data.hub_path={env / 'hub'}",
-                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "trainer.epochs=1",
+                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "task.epochs=1",
                  f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-3000:]
     stsb = json.loads((sweep / "stsb-seed1-0" / "results.json").read_text())
@@ -134,7 +134,7 @@ def test_multirun_two_jobs_hub_source(env, tmp_path):
     # the same sweep again (e.g. after an interruption): finished jobs are reused, not redone or overwritten
     before = {d: (sweep / d / "results.json").read_bytes() for d in ("stsb-seed1-0", "mnli-seed1-1")}
     p = finetune("-m", "task=stsb,mnli", f"init={env / 'pretrain' / 'hf'}", f"data.hub_path={env / 'hub'}",
-                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+                 f"data.cache_dir={tmp_path / 'cache'}", *QUICK, "task.epochs=1", f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-3000:]
     assert (p.stdout + p.stderr).count("reusing") == 2
     assert all((sweep / d / "results.json").read_bytes() == b for d, b in before.items())
@@ -150,7 +150,7 @@ def test_failed_job_does_not_lose_the_others(env, tmp_path):
     sweep = tmp_path / "sweep"
     # random init: the no-pretraining baseline (preset + tokenizer)
     p = finetune("-m", "task=cola,sst2", "init=null", "model.preset=tiny",
-                 f"model.vocab={env / 'pretrain' / 'vocab.txt'}", f"data.dir={glue}", *QUICK, "trainer.epochs=1",
+                 f"model.vocab={env / 'pretrain' / 'vocab.txt'}", f"data.dir={glue}", *QUICK, "task.epochs=1",
                  f"hydra.sweep.dir={sweep}")
     assert p.returncode != 0
     assert "CoLA/train.tsv:5: malformed row" in p.stderr
@@ -226,7 +226,7 @@ def test_configs_compose():
     ({"optim": {"lr": 0}}, r"optim.lr=0: must be a positive"), ({"optim": {"layer_decay": 1.5}}, "optim.layer_decay="),
     ({"optim": {"layer_decay_variant": "electa"}}, "optim.layer_decay_variant="),
     ({"trainer": {"precision": "bf32"}}, "trainer.precision must be auto or one of"),
-    ({"trainer": {"epochs": 0}}, "trainer.epochs must be"),
+    ({"task": {"kind": "glue", "name": "rte", "epochs": 0}}, "task.epochs must be"),
 ])
 def test_hparams_are_checked_before_any_work(bad, message):
     task = {"kind": "glue", "name": "rte"}

@@ -27,7 +27,7 @@ def test_killing_reproduce_mid_glue_leaves_no_orphan(tmp_path):
     write_pretrained_run_dir(tmp_path / "pretrain")
     job = tmp_path / "job"
     args = ["pipelines.finetune", "task=rte", f"init={tmp_path / 'pretrain'}", f"data.dir={tmp_path / 'glue'}",
-            "task.max_length=32", "trainer.batch_size=2", "trainer.epochs=2", "trainer.threads=1",
+            "task.max_length=32", "trainer.batch_size=2", "task.epochs=2", "trainer.threads=1",
             "trainer.log_every=1", "tracking.mode=disabled", f"hydra.run.dir={job}"]
     driver = f"import sys; from pipelines.reproduce import stage; sys.exit(0 if stage('glue rte', {args!r}) else 1)"
     proc = start_process(["-c", driver], stderr=subprocess.DEVNULL)  # nobody reads its output while it runs

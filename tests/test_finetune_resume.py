@@ -24,7 +24,7 @@ def env(tmp_path_factory):
 def overrides(env: Path) -> list[str]:
     """The job's command line, less its run dir: for a subprocess or helpers.run_entry."""
     return ["task=rte", f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", "task.max_length=32",
-            "trainer.batch_size=2", "trainer.epochs=2", "trainer.threads=1", "trainer.log_every=1",
+            "trainer.batch_size=2", "task.epochs=2", "trainer.threads=1", "trainer.log_every=1",
             "trainer.device=cpu", "tracking.mode=disabled"]
 
 

@@ -27,7 +27,7 @@ def search_command(env: Path, sweep: Path) -> list[str]:
     return ["-m", "pipelines.finetune", "-m", "hparams_search=glue_lr", "task=rte",
             f"init={env / 'pretrain'}", f"data.dir={env / 'glue'}", "task.max_length=32", "trainer.batch_size=4",
             "trainer.threads=1", "trainer.log_every=1", "tracking.mode=disabled", "data.predict_test=false",
-            "seeds=[1,2]", "hydra.sweeper.n_trials=3", "trainer.epochs=choice(1,2)", f"hydra.sweep.dir={sweep}"]
+            "seeds=[1,2]", "hydra.sweeper.n_trials=3", "task.epochs=choice(1,2)", f"hydra.sweep.dir={sweep}"]
 
 
 def trial_states(sweep: Path) -> dict[int, str]:
@@ -57,8 +57,8 @@ def test_search_completes_continues_after_interruption_and_reports_the_best_tria
     assert summary["finished"] == 3 and [t["number"] for t in summary["trials"]] == [0, 1, 2]
     best = summary["best"]
     assert best["value"] == max(t["value"] for t in summary["trials"])
-    assert set(best["params"]) == {"optim.lr", "optim.layer_decay", "trainer.epochs"}
-    assert 1e-5 <= best["params"]["optim.lr"] <= 1e-3 and best["params"]["trainer.epochs"] in (1, 2)
+    assert set(best["params"]) == {"optim.lr", "optim.layer_decay", "task.epochs"}
+    assert 1e-5 <= best["params"]["optim.lr"] <= 1e-3 and best["params"]["task.epochs"] in (1, 2)
     # each trial's objective is the median over its seeds of the main dev metric
     for t in summary["trials"]:
         objective = json.loads((Path(t["job_dir"]) / "objective.json").read_text())

@@ -48,7 +48,7 @@ def _finetune(args: list[str]) -> subprocess.CompletedProcess:
 def sweep(init_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
     proc = _finetune(["-m", "task=squad1,squad2", f"init={init_dir}", f"data.dir={FIXTURES}",
-                      "trainer.epochs=2", *TINY, f"hydra.sweep.dir={out}"])
+                      "task.epochs=2", *TINY, f"hydra.sweep.dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -137,8 +137,8 @@ def test_training_memorises_spans():
             yield collate(feats, idx, 0)
 
     optim = OptimConfig(lr=1e-3, warmup_fraction=0.1)
-    result = fit(model, batches, len(sampler), lambda m, b: qa_loss(m, b, 0.5), optim,
-                 FinetuneTrainerConfig(epochs=25, precision="fp32"), torch.device("cpu"))
+    result = fit(model, batches, len(sampler), 25, lambda m, b: qa_loss(m, b, 0.5), optim,
+                 FinetuneTrainerConfig(precision="fp32"), torch.device("cpu"))
     assert result.history[-1]["train_loss"] < 0.3 * result.history[0]["train_loss"]
     s, e, a, flops = predict_logits(model, feats, 32, torch.device("cpu"), 0, contextlib.nullcontext)
     assert a is not None and flops > 0

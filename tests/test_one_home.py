@@ -128,3 +128,26 @@ def test_what_a_resume_may_change_follows_from_the_fields():
     record = job.settings()
     assert "tracking" not in record and "threads" not in record["trainer"] and "cache_dir" not in record["data"]
     assert record["trainer"]["batch_size"] == job.trainer.batch_size and record["optim"]["betas"] == [0.9, 0.999]
+
+
+def test_one_knob_for_epochs_and_records_written_with_the_old_one_still_match(tmp_path):
+    """task.epochs is the number of epochs (trainer.epochs was a second knob for it); a job dir trained under
+    trainer.epochs still resumes, and a pipeline's finetune_args are read in today's spelling."""
+    import json
+
+    from convbert.finetune import FinetuneConfig, SettingsMismatch, check_job
+    from convbert.finetune.config import upgrade_args
+    from convbert.finetune.engine import _job_record
+
+    assert upgrade_args(["trainer.epochs=1", "lr=1e-4", "task.max_length=32", "model_overrides={}"]) == [
+        "task.epochs=1", "optim.lr=1e-4", "task.max_length=32", "model_overrides={}"]
+    job = FinetuneConfig.from_dict(pipelines.compose("finetune", ["task=rte", "task.epochs=2"]))
+    old = _job_record(job)
+    old["settings"]["task"]["epochs"], old["settings"]["trainer"]["epochs"] = 10, 2  # the registry's, overridden
+    (tmp_path / "job.json").write_text(json.dumps(old))
+    (tmp_path / "results.json").write_text("{}")  # a finished job: its record binds
+    check_job(tmp_path, job)  # the same job, in today's spelling
+    old["settings"]["trainer"]["epochs"] = 3
+    (tmp_path / "job.json").write_text(json.dumps(old))
+    with pytest.raises(SettingsMismatch, match=r"task.epochs: 3 -> 2"):
+        check_job(tmp_path, job)

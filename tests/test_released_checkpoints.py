@@ -40,7 +40,7 @@ def test_released_electra_and_convbert_checkpoints_fine_tune(tmp_path):
     for name, kind in (("electra-small-discriminator", "electra"), ("conv-bert-small", "convbert")):
         init, job = released_dir(tmp_path / name, kind), tmp_path / "ft" / name
         run_entry("finetune", "task=mrpc", f"init={init}", f"data.dir={glue}", "task.max_length=32",
-                  "trainer.batch_size=8", "trainer.epochs=1", "trainer.threads=1", "tracking.mode=disabled",
+                  "trainer.batch_size=8", "task.epochs=1", "trainer.threads=1", "tracking.mode=disabled",
                   "data.predict_test=false", run_dir=job)
         results = json.loads((job / "results.json").read_text())
         model = results["model"]

@@ -68,7 +68,6 @@ class FinetuneModelConfig:
 class FinetuneTrainerConfig:
     """`trainer`: how and where the job runs."""
 
-    epochs: int | None = None  # null: the task's default (task.epochs)
     batch_size: int = 32
     eval_batch_size: int = 128
     max_steps: int | None = None  # stop early (quick runs, benchmarks)
@@ -81,7 +80,7 @@ class FinetuneTrainerConfig:
 
     def __post_init__(self) -> None:
         check_ints(self, "trainer", ("batch_size", "eval_batch_size", "log_every", "bucket_pool_batches"))
-        check_ints(self, "trainer", ("epochs", "max_steps", "threads"), nullable=True)
+        check_ints(self, "trainer", ("max_steps", "threads"), nullable=True)
         check_bools(self, "trainer", ("keep_checkpoint",))
         if self.precision not in ("auto", *DTYPES):
             raise ConfigError(f"trainer.precision must be auto or one of {sorted(DTYPES)}, got {self.precision!r}")
@@ -93,7 +92,8 @@ LEGACY_KEYS = {
     "adam_eps": "optim.eps", "weight_decay": "optim.weight_decay", "warmup_fraction": "optim.warmup_fraction",
     "max_grad_norm": "optim.max_grad_norm", "layer_decay": "optim.layer_decay",
     "layer_decay_variant": "optim.layer_decay_variant", "max_length": "task.max_length",
-    "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "eval_batch_size": "trainer.eval_batch_size",
+    "epochs": "task.epochs", "trainer.epochs": "task.epochs", "batch_size": "trainer.batch_size",
+    "eval_batch_size": "trainer.eval_batch_size",
     "max_steps": "trainer.max_steps", "precision": "trainer.precision", "device": "trainer.device",
     "threads": "trainer.threads", "bucket_pool_batches": "trainer.bucket_pool_batches",
     "log_every": "trainer.log_every", "glue_dir": "data.dir", "hub_path": "data.hub_path",
@@ -172,6 +172,26 @@ class FinetuneConfig:
     def settings(self) -> dict[str, Any]:
         """What makes the job's results (every non-runtime field): a resumed job must have the same."""
         return result_settings(self)
+
+
+def upgrade_args(args: list[str]) -> list[str]:
+    """Fine-tuning command-line overrides in today's spelling (old flat keys, trainer.epochs -> task.epochs): what
+    pipelines that pass overrides on (reproduce, curve) record and run, so that their older records still match."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        out.append(f"{LEGACY_KEYS[key]}{sep}{value}" if sep and LEGACY_KEYS.get(key, "model") != "model" else arg)
+    return out
+
+
+def upgrade_job_record(record: Any) -> Any:
+    """A job.json written while trainer.epochs existed (it overrode task.epochs) in today's spelling."""
+    trainer = record.get("settings", {}).get("trainer", {}) if isinstance(record, dict) else {}
+    if "epochs" in trainer:
+        epochs = trainer.pop("epochs")
+        if epochs is not None:
+            record["settings"]["task"]["epochs"] = epochs
+    return record
 
 
 def is_random_init(init: str | None) -> bool:

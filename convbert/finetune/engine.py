@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from convbert.config import ConvBertConfig
-from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, FinetuneTrainerConfig, init_name
+from convbert.finetune.config import DEFAULT_LR, FinetuneConfig, FinetuneTrainerConfig, init_name, upgrade_job_record
 from convbert.finetune.fit import FitResult, fit, seed_everything
 from convbert.finetune.init import Pretrained, load_init
 from convbert.finetune.sampler import LengthBucketSampler
@@ -50,7 +50,7 @@ class TaskAdapter(Protocol):
     """What a task kind supplies to `run_job` (convbert/glue/run.py, convbert/squad/run.py)."""
 
     name: str
-    epochs: int  # the task's default
+    epochs: int  # task.epochs (the task registry's when null)
     max_length: int
     train_lengths: np.ndarray  # after load()
 
@@ -96,13 +96,14 @@ def record_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     of a finished job), a rerun must have the same settings; until then a rerun's settings replace those of an
     attempt that failed before training (a wrong data.dir, a too long task.max_length)."""
     _refuse_changes(run_dir, recorded_changes(run_dir / "job.json", _job_record(cfg), binding=_trained(run_dir),
-                                              error=ConfigError))
+                                              error=ConfigError, upgrade=upgrade_job_record))
 
 
 def check_job(run_dir: Path, cfg: FinetuneConfig) -> None:
     """SettingsMismatch when run_dir holds trained state recorded under other settings; writes nothing."""
     if _trained(run_dir):
-        _refuse_changes(run_dir, recorded_differences(run_dir / "job.json", _job_record(cfg), ConfigError))
+        _refuse_changes(run_dir, recorded_differences(run_dir / "job.json", _job_record(cfg), ConfigError,
+                                                      upgrade_job_record))
 
 
 def _refuse_changes(run_dir: Path, diff: str) -> None:
@@ -156,11 +157,11 @@ def _run(cfg: FinetuneConfig, run_dir: Path, stop: StopRequest) -> Result:
                       name=t.get("name") or f"{adapter.name}-seed{cfg.seed}", job_type="finetune",
                       tags=[adapter.name, pre.model_info["name"]])
     precision = Precision(resolve_precision(cfg.trainer.precision, device), device)  # one warning, one scaler
-    trainer = dataclasses.replace(cfg.trainer, epochs=cfg.trainer.epochs or adapter.epochs)
-    fitted = _train(cfg, trainer, adapter, model, lr, precision, tracker, run_dir, stop)
+    fitted = _train(cfg, adapter, model, lr, precision, tracker, run_dir, stop)
     out = adapter.finish(model, run_dir, precision.autocast)
     o = cfg.optim
-    hparams = {"lr": lr, "batch_size": trainer.batch_size, "epochs": trainer.epochs, "max_length": adapter.max_length,
+    hparams = {"lr": lr, "batch_size": cfg.trainer.batch_size, "epochs": adapter.epochs,
+               "max_length": adapter.max_length,
                **adapter.hparams(), "layer_decay": o.layer_decay, "layer_decay_variant": o.layer_decay_variant,
                "weight_decay": o.weight_decay, "warmup_fraction": o.warmup_fraction,
                "bias_correction": o.bias_correction, "precision": precision.kind}
@@ -209,10 +210,11 @@ def _model(cfg: FinetuneConfig, adapter: TaskAdapter, device: torch.device
     return pre, model.to(device), lr
 
 
-def _train(cfg: FinetuneConfig, trainer: FinetuneTrainerConfig, adapter: TaskAdapter, model: torch.nn.Module, lr: float,
-           precision: Precision, tracker: Tracker, run_dir: Path, stop: StopRequest) -> FitResult:
+def _train(cfg: FinetuneConfig, adapter: TaskAdapter, model: torch.nn.Module, lr: float, precision: Precision,
+           tracker: Tracker, run_dir: Path, stop: StopRequest) -> FitResult:
     """fit() over length-bucketed batches, with the dev set evaluated after every epoch; a job resumed after its
     training had ended predicts again, so that finish() has the dev predictions."""
+    trainer = cfg.trainer
     sampler = LengthBucketSampler(adapter.train_lengths, trainer.batch_size, shuffle=True, seed=cfg.seed,
                                   pool_batches=trainer.bucket_pool_batches)
 
@@ -221,7 +223,7 @@ def _train(cfg: FinetuneConfig, trainer: FinetuneTrainerConfig, adapter: TaskAda
         for idx in sampler:
             yield adapter.collate_train(idx)
 
-    total = trainer.epochs * len(sampler)
+    total = adapter.epochs * len(sampler)
     last_epoch = math.ceil((total if trainer.max_steps is None else min(total, trainer.max_steps)) / len(sampler)) - 1
     evaluated: list[int] = []
 
@@ -231,8 +233,8 @@ def _train(cfg: FinetuneConfig, trainer: FinetuneTrainerConfig, adapter: TaskAda
         return metrics
 
     device = next(model.parameters()).device
-    fitted = fit(model, batches, len(sampler), adapter.loss, cfg.optim, trainer, device, lr, evaluate, tracker,
-                 run_dir / "checkpoint", stop, precision, adapter.untrained_loss())
+    fitted = fit(model, batches, len(sampler), adapter.epochs, adapter.loss, cfg.optim, trainer, device, lr, evaluate,
+                 tracker, run_dir / "checkpoint", stop, precision, adapter.untrained_loss())
     if last_epoch not in evaluated:  # resumed after training had ended: predict again (same weights)
         with torch.no_grad(), precision.autocast():
             adapter.evaluate(model, last_epoch, True, precision.autocast)

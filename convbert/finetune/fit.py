@@ -222,6 +222,7 @@ def fit(
     model: torch.nn.Module,
     batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
     steps_per_epoch: int,
+    epochs: int,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
     optim: OptimConfig,
     trainer: FinetuneTrainerConfig,
@@ -234,17 +235,18 @@ def fit(
     precision: Precision | None = None,
     untrained_loss: tuple[float, str] | None = None,
 ) -> FitResult:
-    """Train `model` for trainer.epochs epochs. batches(epoch) yields dicts of tensors (on CPU; moved here)
-    with "input_ids" [B, T], the same ones for the same epoch; loss_fn(model, batch) -> scalar loss.
+    """Train `model` for `epochs` epochs (trainer.max_steps may stop it earlier). batches(epoch) yields dicts of
+    tensors (on CPU; moved here) with "input_ids" [B, T], the same ones for the same epoch; loss_fn(model, batch)
+    -> scalar loss.
     evaluate(epoch) runs after every epoch and returns metrics (logged as eval/<name>; "_flops" counted).
     With ckpt_dir: continues from its latest checkpoint, checkpoints after every epoch and, when `stop` was
     requested, after the current step, then raises Preempted. `precision`: the caller's (its fp16 scaler is
     checkpointed here), else trainer.precision's. `untrained_loss`: what an untrained model's loss_fn scores,
     and how to say it (e.g. (0.693, "ln 2")), to stop a run that diverged without leaving finite numbers.
     The model ends in eval mode."""
-    if not trainer.epochs:
-        raise ValueError("fit needs trainer.epochs")
-    total = trainer.epochs * steps_per_epoch
+    if not epochs:
+        raise ValueError("fit needs epochs >= 1")
+    total = epochs * steps_per_epoch
     if trainer.max_steps is not None:
         total = min(total, trainer.max_steps)
     if total < 1:
@@ -257,7 +259,7 @@ def fit(
     resumed_from = None if resumed is None else resumed.step
     loop = _Loop(model, parts, resumed or FitState(), loss_fn, optim.max_grad_norm or 0.0, device, tracker,
                  ckpt_dir, stop, trainer.log_every)
-    for epoch in range(loop.s.epoch, trainer.epochs):
+    for epoch in range(loop.s.epoch, epochs):
         if loop.s.step >= total:
             break
         loop.train_epoch(epoch, batches(epoch), total)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convbert.finetune.config import upgrade_args
 from convbert.io import sha256_prefix
 from convbert.train.proc import run_child
 from convbert.train.runinfo import recorded_changes
@@ -36,7 +37,8 @@ def check_glue_settings(glue_out: Path, settings: dict) -> bool:
     """Finished GLUE jobs are reused only under the settings that made them (recorded beside them): the same
     pretrained weights, fine-tuning overrides and data. Returns False (after logging why) when they differ. While
     no job has finished, a rerun's settings replace the recorded ones (a first attempt that failed on them)."""
-    diff = recorded_changes(glue_out / SETTINGS_FILE, settings, binding=any(glue_out.glob("*/results.json")))
+    diff = recorded_changes(glue_out / SETTINGS_FILE, settings, binding=any(glue_out.glob("*/results.json")),
+                            upgrade=_upgrade_record)
     if diff:
         log.error("[glue] %s holds results made with other settings (%s); rerun with another name= or "
                   "output_dir=, or delete that dir to redo them", glue_out, diff)
@@ -48,12 +50,20 @@ def pretrained(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
     return [f"init={run_dir.resolve()}"], {"init_checkpoint_id": sha256_prefix(run_dir / "hf" / "model.safetensors")}
 
 
+def _upgrade_record(record: Any) -> Any:
+    """Settings recorded with fine-tuning overrides in an older spelling, in today's."""
+    if isinstance(record, dict) and isinstance(record.get("finetune_args"), list):
+        record["finetune_args"] = upgrade_args(record["finetune_args"])
+    return record
+
+
 def glue_sweep(label: str, init: tuple[list[str], dict[str, Any]], glue_out: Path, tasks: list[str], seeds: list[int],
                finetune_args: list[str], glue_dir: str | None) -> list[str]:
     """Fine-tune from `init` (its fine-tuning overrides, and what identifies it in the settings record: see
     `pretrained`) on every task x seed into glue_out/<task>-seed<s>, one child sweep per task with the seeds not
     yet done; returns the failed ones ('<label> <task>')."""
     init_args, record = init
+    finetune_args = upgrade_args(finetune_args)  # old spellings are refused by the fine-tuning command line
     if not check_glue_settings(glue_out, {**record, "finetune_args": finetune_args, "glue_dir": glue_dir}):
         return [f"glue {label}"]
     failed = []

@@ -94,7 +94,7 @@ def task_metrics(task: GlueTask, split: str, preds, labels) -> dict[str, float]:
 COLLAPSE_SHARE = 0.95  # a classifier predicting one class for at least this share of dev examples
 COLLAPSE_SPREAD = 0.05  # a regressor whose predictions' std is below this fraction of the labels' std
 COLLAPSE_ADVICE = ("the model predicts (nearly) the same answer for every dev example; try another optim.lr "
-                   "(often lower), more trainer.epochs, or more training examples (data.max_train_examples)")
+                   "(often lower), more task.epochs, or more training examples (data.max_train_examples)")
 
 
 def prediction_spread(task: GlueTask, preds, labels) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +55,22 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any], may_change: tuple
     return "; ".join(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in changed)
 
 
-def recorded_differences(path: Path, settings: dict[str, Any], error: type[Exception] = ValueError) -> str:
+def recorded_differences(path: Path, settings: dict[str, Any], error: type[Exception] = ValueError,
+                         upgrade: Callable[[Any], Any] | None = None) -> str:
     """The differences (settings_changes) from the settings recorded in the JSON file `path` to `settings`; ""
-    when they agree or none are recorded. Reads only (a damaged file raises `error` naming it)."""
+    when they agree or none are recorded. Reads only (a damaged file raises `error` naming it). `upgrade` turns a
+    record written in an older spelling into today's before comparing."""
     if not path.exists():
         return ""
-    return settings_changes(read_json(path, error), json.loads(json.dumps(settings)))
+    recorded = read_json(path, error)
+    return settings_changes(upgrade(recorded) if upgrade else recorded, json.loads(json.dumps(settings)))
 
 
 def recorded_changes(path: Path, settings: dict[str, Any], binding: bool = True,
-                     error: type[Exception] = ValueError) -> str:
+                     error: type[Exception] = ValueError, upgrade: Callable[[Any], Any] | None = None) -> str:
     """recorded_differences once the recorded settings are `binding` (the work they made exists): a dir reused
     under other settings is refused with them. Otherwise, or when none are recorded, `settings` are recorded."""
     if binding and path.exists():
-        return recorded_differences(path, settings, error)
+        return recorded_differences(path, settings, error, upgrade)
     write_json_atomic(path, settings)
     return ""

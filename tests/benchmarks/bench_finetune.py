@@ -76,10 +76,10 @@ def run_ours(args) -> dict:
                                                  b["labels"])
 
     optim = OptimConfig(lr=3e-4, warmup_fraction=0.1, layer_decay=0.8)  # the fine-tuning recipe
-    trainer = FinetuneTrainerConfig(epochs=1, precision="fp32", max_steps=args.warmup)
-    fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))  # warm-up (allocator, kernels)
+    trainer = FinetuneTrainerConfig(precision="fp32", max_steps=args.warmup)
+    fit(model, batches, len(sampler), 1, loss_fn, optim, trainer, torch.device("cpu"))  # warm-up (allocator, kernels)
     trainer.max_steps = args.steps
-    res = fit(model, batches, len(sampler), loss_fn, optim, trainer, torch.device("cpu"))
+    res = fit(model, batches, len(sampler), 1, loss_fn, optim, trainer, torch.device("cpu"))
     return {"examples_per_s": res.examples_seen / res.train_time_s, "steps": res.steps,
             "mean_length": float(np.mean(feats.lengths))}
 
