@@ -168,8 +168,8 @@ def test_learns_the_fixture_task(tmp_path):
     write_glue_dir(tmp_path / "glue", bench, tasks=["sst2"])
     pre = write_pretrained_run_dir(tmp_path / "pre")
     # threads=1: on a busy 2-core machine two OpenMP threads spin against each other
-    cfg = dict(task=dict(kind="glue", name="sst2", max_length=32), seed=1, init=str(pre),
-               data=dict(dir=str(tmp_path / "glue")), trainer=dict(batch_size=8, epochs=5, threads=1),
+    cfg = dict(task=dict(kind="glue", name="sst2", max_length=32, epochs=5), seed=1, init=str(pre),
+               data=dict(dir=str(tmp_path / "glue")), trainer=dict(batch_size=8, threads=1),
                optim=dict(lr=1e-3), tracking=dict(mode="disabled"))
     res = run(cfg, tmp_path / "run")
     assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5]
@@ -271,16 +271,16 @@ def test_bad_settings_fail_before_training(env, tmp_path):
     from convbert.settings import ConfigError
 
     base = dict(init=str(env / "pretrain"), data=dict(dir=str(env / "glue")), tracking=dict(mode="disabled"),
-                trainer=dict(batch_size=8, epochs=1, threads=1))
+                trainer=dict(batch_size=8, threads=1))
     with pytest.raises(ConfigError, match="task.max_length=1024 exceeds the model's max_position_embeddings=512"):
-        run({**base, "task": dict(kind="glue", name="rte", max_length=1024)}, tmp_path / "long")
+        run({**base, "task": dict(kind="glue", name="rte", max_length=1024, epochs=1)}, tmp_path / "long")
     assert not (tmp_path / "long" / "metrics.jsonl").exists()  # nothing was trained
     # so the same job dir takes the corrected settings (it is not held to the failed attempt's)
-    run({**base, "task": dict(kind="glue", name="rte", max_length=32)}, tmp_path / "long")
+    run({**base, "task": dict(kind="glue", name="rte", max_length=32, epochs=1)}, tmp_path / "long")
     assert json.loads((tmp_path / "long" / "job.json").read_text())["settings"]["task"]["max_length"] == 32
     for task in ("stsb", "rte"):  # a diverged classifier still predicts a class: its accuracy must not count
         with pytest.raises(FloatingPointError, match=r"training diverged in epoch 1 .*non-finite weights"):
-            run({**base, "task": dict(kind="glue", name=task, max_length=32), "optim": dict(lr=1e30)},
+            run({**base, "task": dict(kind="glue", name=task, max_length=32, epochs=1), "optim": dict(lr=1e30)},
                 tmp_path / f"nan-{task}")
         assert not (tmp_path / f"nan-{task}" / "submission").exists()
         assert not (tmp_path / f"nan-{task}" / "results.json").exists()

@@ -98,8 +98,8 @@ def test_a_live_job_dir_and_other_settings_are_refused(env, tmp_path):
     from convbert.finetune import FinetuneConfig, JobDone, SettingsMismatch, record_job, run_job
     from convbert.train.lock import DirLock, DirLockedError
 
-    cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32}, "init": str(env / "pretrain"),
-           "data": {"dir": str(env / "glue")}, "trainer": {"batch_size": 2, "epochs": 1, "threads": 1}}
+    cfg = {"task": {"kind": "glue", "name": "rte", "max_length": 32, "epochs": 1}, "init": str(env / "pretrain"),
+           "data": {"dir": str(env / "glue")}, "trainer": {"batch_size": 2, "threads": 1}}
     run_dir = tmp_path / "run"
     # a live job (this process) holds the dir: the entry point refuses it, naming the holder
     refused = f"in use by another fine-tuning job: pid {os.getpid()}"
