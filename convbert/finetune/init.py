@@ -139,6 +139,20 @@ def _download(repo_id: str) -> Path:
                         f"HF hub ({type(e).__name__}: {e})") from e
 
 
+def _random_init(preset: str | None, tokenizer: str | Path | None, overrides: dict[str, Any]) -> Pretrained:
+    """Random weights of the preset (with overrides) for the given vocabulary: no pretraining."""
+    if not preset or not tokenizer:
+        raise InitError("random init (init=null) needs both a model preset and a vocabulary "
+                        "(e.g. preset=small vocab=/path/to/vocab.txt)")
+    tok = load_tokenizer(tokenizer)
+    config = ConvBertConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), **overrides)
+    _check_vocab(tok, config, str(tokenizer_file(tokenizer)), f"preset {preset}")
+    arch = match_preset(config)  # the preset with overrides may be another size
+    info = dict(name=f"random-{arch}-{config.attention}", preset=arch, attention=config.attention, init="random",
+                init_kind="random", checkpoint_id="random", vocab_id=vocab_id(tok))
+    return Pretrained(ConvBertModel(config), config, tok, info, None)
+
+
 def load_init(
     init: str | Path | None,
     preset: str | None = None,
@@ -154,17 +168,7 @@ def load_init(
     """
     overrides = dict(config_overrides or {})
     if is_random_init(init):
-        if not preset or not tokenizer:
-            raise InitError("random init (init=null) needs both a model preset and a vocabulary "
-                            "(e.g. preset=small vocab=/path/to/vocab.txt)")
-        tok = load_tokenizer(tokenizer)
-        config = ConvBertConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), **overrides)
-        _check_vocab(tok, config, str(tokenizer_file(tokenizer)), f"preset {preset}")
-        arch = match_preset(config)  # the preset with overrides may be another size
-        info = dict(name=f"random-{arch}-{config.attention}", preset=arch, attention=config.attention, init="random",
-                    init_kind="random", checkpoint_id="random", vocab_id=vocab_id(tok))
-        return Pretrained(ConvBertModel(config), config, tok, info, None)
-
+        return _random_init(preset, tokenizer, overrides)
     path, hub_id = Path(str(init)).expanduser(), None
     if not path.exists():
         if str(init).startswith((".", "/", "~")) or str(init).count("/") != 1:
