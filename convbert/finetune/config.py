@@ -180,7 +180,9 @@ def upgrade_args(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        out.append(f"{LEGACY_KEYS[key]}{sep}{value}" if sep and LEGACY_KEYS.get(key, "model") != "model" else arg)
+        new = LEGACY_KEYS.get(key) if sep else None
+        # model_overrides={...} maps onto the whole model group: no single key to rename it to
+        out.append(f"{new}={value}" if new and new != "model" else arg)
     return out
 
 

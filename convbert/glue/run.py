@@ -183,11 +183,12 @@ class Adapter:
                 "max_train_examples": d.max_train_examples,
                 "max_eval_examples": d.max_eval_examples}
         spread = {s: prediction_spread(self.task, self.dev_out[s], f.labels) for s, f in self.dev_feats.items()}
-        if any(x["collapsed"] for x in spread.values()):
+        collapsed = any(x["collapsed"] for x in spread.values())
+        if collapsed:
             log.warning("%s seed %s collapsed: %s; %s", self.name, self.cfg.seed, spread, COLLAPSE_ADVICE)
         return TaskOutput(metrics, pred_file, self.dev_examples, flops,
                           {"submission_files": submissions, "data": data, "dev_predictions": spread,
-                           "collapsed": any(x["collapsed"] for x in spread.values())})
+                           "collapsed": collapsed})
 
     def hparams(self) -> dict[str, Any]:
         return {"double_unordered": self.double}

@@ -48,7 +48,7 @@ from convbert.pretrain.config import (
     saved_settings,
 )
 from convbert.pretrain.evaluate import HeldOutEval
-from convbert.pretrain.state import TrainState
+from convbert.pretrain.state import TrainState, device_hours
 from convbert.settings import ConfigError
 from convbert.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from convbert.train.dist import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
@@ -269,7 +269,7 @@ def budget_used(state: TrainState, r: LoopContext) -> float | None:
     if b.kind == "flops":
         return state.step * r.step_flops / b.flops
     if b.kind == "hours":
-        return totals["train_time_s"] * r.info.world_size / 3600 / b.hours
+        return device_hours(totals, r.info.world_size) / b.hours
     return None
 
 
@@ -358,9 +358,14 @@ def skip_bad_step(state: TrainState, r: LoopContext, params: list[torch.Tensor])
     return True
 
 
+def reduced_window(state: TrainState) -> dict[str, float]:
+    """The open window's summed statistics over all ranks (a collective: call it on every rank)."""
+    return dict(zip(STAT_KEYS, all_reduce_sum(state.window.clone()).tolist(), strict=True))
+
+
 def log_window(state: TrainState, r: LoopContext) -> dict[str, Any]:
     """The metrics of the steps since the last row: the one host sync of the window."""
-    summed = dict(zip(STAT_KEYS, all_reduce_sum(state.window).tolist(), strict=True))
+    summed = reduced_window(state)
     state.window = state.new_window()
     metrics = summarize(summed)
     obj = r.c.objective
@@ -374,7 +379,7 @@ def log_window(state: TrainState, r: LoopContext) -> dict[str, Any]:
     elapsed, state.window_start = now - state.window_start, now
     metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"],
                    nominal_flops=state.step * r.step_flops,
-                   device_hours=totals["train_time_s"] * r.info.world_size / 3600)
+                   device_hours=device_hours(totals, r.info.world_size))
     if elapsed > 0:
         metrics["tokens_per_s"] = summed["tokens"] / elapsed
     used = budget_used(state, r)
@@ -435,9 +440,9 @@ def checkpoint(state: TrainState, r: LoopContext) -> Path:
     losses of the steps not yet logged."""
     if not state.weights_finite():
         raise_non_finite(state, r, f"non-finite weights at step {state.step}")
-    window = all_reduce_sum(state.window.clone())
-    if window[STAT_KEYS.index("tokens")] > 0:
-        check_losses(summarize(dict(zip(STAT_KEYS, window.tolist(), strict=True))), state, r)
+    window = reduced_window(state)
+    if window["tokens"] > 0:
+        check_losses(summarize(window), state, r)
     saved = state.state_dict()
     path = r.ckpt_dir / f"step_{state.step:08d}.pt"
     if r.info.is_main:
@@ -451,13 +456,13 @@ def checkpoint(state: TrainState, r: LoopContext) -> Path:
 def finish(state: TrainState, r: LoopContext) -> dict[str, Any]:
     """Summary, export and plot (rank 0). Rerunning a finished run comes straight here: only these retry."""
     c, info = r.c, r.info
-    device_hours = state.totals["train_time_s"] * info.world_size / 3600
+    hours = device_hours(state.totals, info.world_size)
     summary = {
         "steps": state.step, "finished": c.trainer.max_steps is not None and state.step >= c.trainer.max_steps,
         "tokens": int(state.totals["tokens"]), "flops": state.totals["flops"],
         "nominal_flops": state.step * r.step_flops, "flops_basis": FLOPS_BASIS,
-        "budget": budget_record(c.trainer.budget, c.trainer.max_steps, r.step_flops, state.step, device_hours),
-        "device_hours": device_hours,
+        "budget": budget_record(c.trainer.budget, c.trainer.max_steps, r.step_flops, state.step, hours),
+        "device_hours": hours,
         "device": device_name(info.device), "world_size": info.world_size, "data_dir": str(r.data_path),
         "model": {"name": f"convbert-{c.model.preset}", **r.config.to_dict()}, "git_revision": git_revision(),
     }

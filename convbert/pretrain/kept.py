@@ -14,6 +14,7 @@ from convbert.config import ConvBertConfig
 from convbert.io import read_json, write_json_atomic
 from convbert.model import ConvBertModel
 from convbert.pretrain.engine import export
+from convbert.pretrain.state import device_hours
 from convbert.train.checkpoint import CheckpointError, checkpoint_step, list_kept, load_checkpoint
 
 VOCAB_FILES = ("tokenizer.json", "vocab.txt")
@@ -62,7 +63,7 @@ def step_summary(run_dir: Path, path: Path, state: dict[str, Any]) -> dict[str, 
     final = run_dir / "pretrain_summary.json"
     device = read_json(final).get("device", "unknown") if final.is_file() else "unknown"
     return {"step": int(state["step"]), "tokens": int(totals["tokens"]), "flops": totals["flops"],
-            "device_hours": totals["train_time_s"] * world_size / 3600, "device": device,
+            "device_hours": device_hours(totals, world_size), "device": device,
             "checkpoint": str(path.resolve()), "checkpoint_stamp": stamp(path)}
 
 

@@ -23,6 +23,11 @@ def new_totals() -> dict[str, float]:
     return {"tokens": 0.0, "masked": 0.0, "flops": 0.0, "train_time_s": 0.0}
 
 
+def device_hours(totals: dict[str, float], world_size: int) -> float:
+    """Device-hours of the training steps so far: their wall-clock time on every rank."""
+    return totals["train_time_s"] * world_size / 3600
+
+
 def rng_state(info: DistInfo) -> list[dict]:
     """Every rank's RNG state (dropout is the only unkeyed randomness), gathered for rank 0 to save."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
