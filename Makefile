@@ -70,19 +70,19 @@ reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPER
 	$(PY) -m pipelines.reproduce $(if $(EXPERIMENT),experiments=[$(EXPERIMENT)]) $(if $(GLUE_DIR),data.dir=$(GLUE_DIR)) $(ARGS)
 
 bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
-	$(PY) tests/benchmarks/bench_pretrain.py $(ARGS)
+	$(PY) benchmarks/bench_pretrain.py $(ARGS)
 
 gpu-check: $(STAMP) ## GPU readiness: bf16 step eager/compiled (tokens/s, MFU, host syncs), fp16, 2-GPU DDP, fine-tune
-	$(PY) tests/benchmarks/gpu_check.py $(ARGS)
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
-	$(PY) tests/benchmarks/bench_model.py $(ARGS)
+	$(PY) benchmarks/bench_model.py $(ARGS)
 
 bench-data: $(STAMP) ## raw text -> shards MB/s vs raw tokenizers encode_batch
-	$(PY) tests/benchmarks/bench_data.py $(ARGS)
+	$(PY) benchmarks/bench_data.py $(ARGS)
 
 bench-finetune: $(STAMP) ## fine-tuning examples/s on SST-2-shaped data: ours vs transformers
-	$(PY) tests/benchmarks/bench_finetune.py $(ARGS)
+	$(PY) benchmarks/bench_finetune.py $(ARGS)
 
 clean: ## remove caches (keeps data/ and runs/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

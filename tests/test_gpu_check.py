@@ -9,7 +9,7 @@ from helpers import run_process
 
 @pytest.mark.slow  # the whole script in a subprocess: training steps, DDP, a fine-tune
 def test_gpu_check_dry_run_on_cpu_passes_every_check():
-    proc = run_process([sys.executable, "tests/benchmarks/gpu_check.py", "--device", "cpu", "--profile"])
+    proc = run_process([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--profile"])
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checks = [r["check"] for r in rows]

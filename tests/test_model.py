@@ -5,8 +5,8 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmarks.bench_common import OpCounter
 
+from benchmarks.bench_common import OpCounter
 from convbert.config import PRESETS, ConvBertConfig
 from convbert.model import (
     ConvBertForQuestionAnswering,

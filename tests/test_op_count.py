@@ -11,8 +11,8 @@ decompositions."""
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmarks.bench_common import OpCounter
 
+from benchmarks.bench_common import OpCounter
 from convbert import ops
 from convbert.config import ConvBertConfig
 from convbert.model import ConvBertLayer

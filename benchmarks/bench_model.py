@@ -5,7 +5,7 @@ Prints one JSON line per (impl, precision):
 Timed iterations of the two implementations are interleaved so that load from other processes hits both alike;
 tokens_per_s uses the median wall time per step. cpu_s_per_step (process CPU time, all threads) is printed too:
 on a shared machine it is the steadier figure (set OMP_WAIT_POLICY=PASSIVE so idle threads do not spin).
-Usage: python tests/benchmarks/bench_model.py [--preset small --steps 5]
+Usage: python benchmarks/bench_model.py [--preset small --steps 5]
 """
 
 from __future__ import annotations

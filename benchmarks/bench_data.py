@@ -4,7 +4,7 @@ Both run in this process on the same text file (the pydocs corpus, repeated up t
 same trained WordPiece vocab. Ours is end to end: read + decode, tokenize, build ELECTRA examples,
 write shards + index + checksums + manifest. Prints JSON lines (impl, mb_per_s, ratio_to_reference).
 
-    python tests/benchmarks/bench_data.py [--mb 11] [--workers 2] [--repeats 3]
+    python benchmarks/bench_data.py [--mb 11] [--workers 2] [--repeats 3]
 """
 
 from __future__ import annotations

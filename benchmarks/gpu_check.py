@@ -14,7 +14,7 @@ check failed.
              with a note when fewer than 2 GPUs are visible
   finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
 
-    python tests/benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
+    python benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
                                          [--checks step,...] [--modes eager,compiled] [--profile]
 
 `--device cpu` is a dry run at tiny sizes (1 layer, a few steps, aot_eager instead of inductor, gloo instead

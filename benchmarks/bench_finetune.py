@@ -3,7 +3,7 @@ dynamically padded batches) vs transformers' ConvBertForSequenceClassification w
 to 128 tokens (the common run_glue setup). Same model size, batch size, optimiser and thread count;
 each implementation runs in its own child process so that peak RSS is its own.
 
-    python tests/benchmarks/bench_finetune.py [--preset small] [--threads 2] [--steps 8]
+    python benchmarks/bench_finetune.py [--preset small] [--threads 2] [--steps 8]
 
 Prints one JSON line per implementation: {impl, examples_per_s, peak_rss_mb, ratio_to_reference}.
 Sequence lengths come from the real SST-2 train.tsv when present (whitespace tokens + [CLS]/[SEP]),
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
 

@@ -27,7 +27,7 @@ others), then per configuration
    "ratio_to_reference", "memory_ratio_to_reference", "tensor_memory_ratio_to_reference"}.
 tokens_per_s counts all B·T positions per step and uses the median timed step.
 
-    python tests/benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
+    python benchmarks/bench_pretrain.py [--steps 5] [--warmup 2] [--quick] [--precisions fp32,bf16]
                                              [--impls reference,ours,ours-compiled]
 """
 
