@@ -151,3 +151,19 @@ def test_one_knob_for_epochs_and_records_written_with_the_old_one_still_match(tm
     (tmp_path / "job.json").write_text(json.dumps(old))
     with pytest.raises(SettingsMismatch, match=r"task.epochs: 3 -> 2"):
         check_job(tmp_path, job)
+
+
+@pytest.mark.parametrize("stage", ["reproduce", "curve", "table", "baselines"])
+def test_stages_writing_into_an_output_dir_share_one_hydra_output_config(stage):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3", job_name=stage):
+        config = compose(stage, overrides=["output_dir=/out/x"], return_hydra_config=True)
+    hydra = config.hydra
+    assert hydra.runtime.choices["hydra/output"] == "in_output_dir"
+    dirs = OmegaConf.to_container(hydra, resolve=False)
+    assert dirs["run"]["dir"].startswith("${output_dir}/hydra/") and hydra.run.dir.startswith("/out/x/hydra/")
+    assert dirs["sweep"]["dir"].startswith("${output_dir}/hydra/multirun_") and not hydra.job.chdir
