@@ -66,32 +66,21 @@ def main() -> None:
             )
             ours.append(time.perf_counter() - t)
 
-        ref_rate = mb / statistics.median(ref)
-        ours_rate = mb / statistics.median(ours)
-        common = {"mb": round(mb, 2), "cpus": os.cpu_count(), "repeats": args.repeats}
-        print(json.dumps({"impl": "tokenizers.encode_batch", "mb_per_s": round(ref_rate, 3), **common}))
-        print(
-            json.dumps(
-                {
-                    "impl": "tokenizers.encode_batch_fast",
-                    "mb_per_s": round(mb / statistics.median(fast), 3),
-                    "ratio_to_reference": round(mb / statistics.median(fast) / ref_rate, 3),
-                    **common,
-                }
-            )
-        )
-        print(
-            json.dumps(
-                {
-                    "impl": "convbert.data.prepare",
-                    "mb_per_s": round(ours_rate, 3),
-                    "ratio_to_reference": round(ours_rate / ref_rate, 3),
-                    "workers": args.workers,
-                    **common,
-                }
-            )
-        )
+        report(mb, {"tokenizers.encode_batch": ref, "tokenizers.encode_batch_fast": fast,
+                    "convbert.data.prepare": ours}, {"cpus": os.cpu_count(), "repeats": args.repeats}, args.workers)
 
+
+def report(mb: float, seconds: dict[str, list[float]], common: dict, workers: int) -> None:
+    """One JSON line per implementation: the median rate, and its ratio to the first (the reference)."""
+    rates = {impl: mb / statistics.median(times) for impl, times in seconds.items()}
+    ref_rate = next(iter(rates.values()))
+    for i, (impl, rate) in enumerate(rates.items()):
+        row = {"impl": impl, "mb_per_s": round(rate, 3)}
+        if i:
+            row["ratio_to_reference"] = round(rate / ref_rate, 3)
+        if impl == "convbert.data.prepare":
+            row["workers"] = workers
+        print(json.dumps({**row, "mb": round(mb, 2), **common}))
 
 if __name__ == "__main__":
     main()
