@@ -23,9 +23,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from convbert.pretrain import Preempted, PretrainConfig, parse_config, run
-from convbert.pretrain.engine import check_run_dir
+from convbert.pretrain.engine import check_run_dir, graphs_reason
 from convbert.settings import ConfigError
-from convbert.train.dist import launch_env
+from convbert.train.dist import launch_env, pick_device
 from convbert.train.lock import DirLock, DirLockedError
 from pipelines import callback_config, resolved_settings, run_hydra
 
@@ -38,6 +38,7 @@ class RunDirCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(callback_config(config).hydra.run.dir)
         c = _parse(config, list(config.hydra.overrides.task))
+        _check_cuda_graphs(c)
         _check_creatable(run_dir)
         if launch_env()[0] == 0:  # the other ranks of this run wait for rank 0, which takes the lock
             try:
@@ -61,6 +62,17 @@ def _parse(config: DictConfig, overrides: list[str]) -> PretrainConfig:
             warnings.simplefilter("ignore")
             return parse_config(budget_sets_length(resolved_settings(config), overrides))
     except ValueError as e:  # ConfigError, and the data groups' DataError
+        sys.exit(f"error: {e}")
+
+
+def _check_cuda_graphs(c: PretrainConfig) -> None:
+    """trainer.cuda_graphs=true where the run could not use them: said before the run dir exists."""
+    if c.trainer.cuda_graphs is not True:
+        return
+    _, world_size, local_rank = launch_env()
+    try:
+        graphs_reason(c, pick_device(c.trainer.device, local_rank), world_size)
+    except (ConfigError, RuntimeError) as e:
         sys.exit(f"error: {e}")
 
 

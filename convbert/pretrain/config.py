@@ -58,6 +58,7 @@ class PretrainTrainerConfig:
     device: str = runtime("auto")
     precision: str = runtime("auto")
     compile: bool | str = runtime("auto")
+    cuda_graphs: bool | str = runtime("auto")  # the whole step as one CUDA graph (convbert/pretrain/graphed.py)
     threads: int | None = runtime(None)
     batch_size: int = 128  # global: ranks x grad_accum x micro-batch
     grad_accum: int = 1
@@ -102,6 +103,8 @@ class PretrainTrainerConfig:
             raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not (self.compile == "auto" or isinstance(self.compile, bool)):
             raise ConfigError(f"trainer.compile must be auto, true or false, got {self.compile!r}")
+        if not (self.cuda_graphs == "auto" or isinstance(self.cuda_graphs, bool)):
+            raise ConfigError(f"trainer.cuda_graphs must be auto, true or false, got {self.cuda_graphs!r}")
         if not self.data_wait_s > 0:
             raise ConfigError(f"trainer.data_wait_s must be > 0, got {self.data_wait_s!r}")
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from convbert.electra import (
 )
 from convbert.io import read_json, write_json_atomic
 from convbert.model import ConvBertModel
+from convbert.pretrain import graphed as graphs
 from convbert.pretrain.budget import StepMeter, budget_record, flops_steps, hours_steps, step_flops
 from convbert.pretrain.config import (
     MAY_CHANGE_ON_RESUME,
@@ -167,6 +169,7 @@ class LoopContext:
     seq_len: int
     step_flops: float  # nominal FLOPs of a step (what trainer.budget.flops counts)
     progress: Any = None  # a tqdm bar on rank 0
+    graphed: graphs.GraphedStep | None = None  # trainer.cuda_graphs: the whole step as one graph
 
     @property
     def ckpt_dir(self) -> Path:
@@ -315,11 +318,28 @@ def train(state: TrainState, r: LoopContext) -> None:
 def one_step(state: TrainState, r: LoopContext) -> None:
     """One optimizer step over the global batch: grad_accum micro-batches on every rank. No host sync
     (statistics stay on the device until log_window), except with the skip-bad-steps policy."""
-    t, info = r.c.trainer, r.info
-    micro_batches = [next_micro_batch(state, r, a) for a in range(t.grad_accum)]
+    micro_batches = [next_micro_batch(state, r, a) for a in range(r.c.trainer.grad_accum)]
     norms = torch.stack([sum(b["mask_valid"].sum() for b in micro_batches),
                          sum(b["attention_mask"].sum() for b in micro_batches)]).float()
     norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
+    lr = state.optimizer.param_groups[0]["lr"]  # this step's lr (all groups share it in pretraining)
+    if r.graphed is not None:
+        window, norm = r.graphed(micro_batches, norms, lr)
+        state.window += window
+        state.grad_norm = norm.clone()  # the next replay reuses the output's memory
+    else:
+        eager_step(state, r, micro_batches, norms)
+        state.optimizer.zero_grad(set_to_none=True)  # (the graphed step keeps its gradients' memory)
+    state.lr = lr
+    with warnings.catch_warnings():  # the graphed step updates the weights without optimizer.step(), as it must
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        state.scheduler.step()
+    state.step += 1
+
+
+def eager_step(state: TrainState, r: LoopContext, micro_batches: list[dict[str, Any]], norms: torch.Tensor) -> None:
+    """Forward and backward of every micro-batch, then the clipped optimizer step, op by op."""
+    t, info = r.c.trainer, r.info
     for a, b in enumerate(micro_batches):
         _, stats = train_step(r.net, b, norms, state.precision, float(info.world_size),
                               sync=a == len(micro_batches) - 1)  # all-reduce gradients once a step
@@ -328,10 +348,6 @@ def one_step(state: TrainState, r: LoopContext) -> None:
     skip = t.max_bad_steps and state.precision.scaler is None and skip_bad_step(state, r, params)
     if not skip:  # the grad norm stays a device tensor, read in log_window
         state.grad_norm = state.precision.step(state.optimizer, params, r.c.optim.max_grad_norm or 0)
-    state.lr = state.optimizer.param_groups[0]["lr"]  # this step's lr (all groups share it in pretraining)
-    state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.step += 1
 
 
 def next_micro_batch(state: TrainState, r: LoopContext, a: int) -> dict[str, Any]:
@@ -521,6 +537,7 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     check_exportable(c.model.build(vocab_size=c.model.fields.get("vocab_size") or 30522))
     info = init_distributed(c.trainer.device)
     micro = c.trainer.micro_batch(info.world_size)
+    graphs_reason(c, info.device, info.world_size)  # cuda_graphs=true where they cannot run: an error, no files
     if c.trainer.threads:
         torch.set_num_threads(c.trainer.threads)
     with contextlib.ExitStack() as stack:
@@ -531,6 +548,37 @@ def run(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         path = prepare_data(c, info)  # a signal here ends the job at once: nothing to checkpoint yet
         stop = stack.enter_context(StopRequest())
         return _train_prepared(c, info, run_dir, path, micro, stop, stack)
+
+
+def graphs_reason(c: PretrainConfig, device: torch.device, world_size: int) -> str | None:
+    """Why trainer.cuda_graphs cannot be on for this run (None: it can); an error when it was asked for."""
+    t = c.trainer
+    reason = graphs.cuda_graphs_reason(device, resolve_precision(t.precision, device), world_size, t.max_bad_steps,
+                                       t.compile)
+    if t.cuda_graphs is True and reason:
+        raise ConfigError(f"trainer.cuda_graphs=true: {reason}")
+    return reason
+
+
+def how_to_step(state: TrainState, r: LoopContext) -> None:
+    """trainer.cuda_graphs, trainer.compile and DDP: how the step runs, never what it computes."""
+    t, info = r.c.trainer, r.info
+    reason = graphs_reason(r.c, info.device, info.world_size)
+    if t.cuda_graphs and reason is None:
+        r.graphed = graphs.GraphedStep(state.model, state.optimizer, state.precision, r.c.optim.max_grad_norm,
+                                       t.grad_accum)
+        say(info, "cuda graphs: the whole step is compiled as one graph and replayed (trainer.cuda_graphs)")
+        return
+    if t.cuda_graphs == "auto" and info.device.type == "cuda":
+        say(info, f"cuda graphs off: {reason}")
+    if t.compile is True or t.compile == "auto" and info.device.type == "cuda":
+        # the whole pretrainer: both phases' forward (and through AOT autograd their backward) as one graph
+        # each; make gpu-check measured 1.3-1.7x eager's step on an H200 after 96-160 s of compiling
+        state.model.compile()
+    if info.distributed:
+        # find_unused_parameters: each phase of train_step leaves the other model's own parameters unused
+        r.net = DistributedDataParallel(state.model, device_ids=[info.device.index] if info.device.type == "cuda"
+                                        else None, find_unused_parameters=True, gradient_as_bucket_view=True)
 
 
 def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path: Path, micro: int,
@@ -567,14 +615,7 @@ def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path:
         for f in ("tokenizer.json", "vocab.txt"):
             shutil.copy2(data_path / f, run_dir / f)
         write_json_atomic(run_dir / "config.json", c.raw)
-    if c.trainer.compile is True or c.trainer.compile == "auto" and info.device.type == "cuda":
-        # the whole pretrainer: both phases' forward (and through AOT autograd their backward) as one graph
-        # each; make gpu-check measured 1.3-1.7x eager's step on an H200 after 96-160 s of compiling
-        state.model.compile()
-    if info.distributed:
-        # find_unused_parameters: each phase of train_step leaves the other model's own parameters unused
-        r.net = DistributedDataParallel(state.model, device_ids=[info.device.index] if info.device.type == "cuda"
-                                        else None, find_unused_parameters=True, gradient_as_bucket_view=True)
+    how_to_step(state, r)
     t = c.tracking
     r.tracker = Tracker(run_dir, c.raw, mode=t.mode, project=t.project, group=t.group or "pretrain",
                         name=t.name or c.name, job_type="pretrain", tags=t.tags, enabled=info.is_main)
