@@ -4,18 +4,20 @@ check failed.
 
   env        device, torch, native bf16, visible GPUs
   matmul     the device's measured bf16 (and fp32/TF32) matmul rate: the denominator of MFU
-  step       per preset (small, base) x (eager, compiled): one ELECTRA step in bf16 (masking on the host,
+  step       per preset (small, base) x (eager, compiled, graphed): one ELECTRA step in bf16 (masking on the host,
              generator and discriminator phases, backward, clipped fused AdamW): tokens/s, peak memory,
              MFU = model FLOPs per second (convbert.electra.train_flops) / measured bf16 matmul rate, host
              syncs per step (torch.cuda.set_sync_debug_mode; must be 0), SDPA kernels actually used with and
-             without padding (must not be the math fallback on CUDA)
+             without padding (must not be the math fallback on CUDA); `graphed` is trainer.cuda_graphs' step
+             (convbert/pretrain/graphed.py: the whole step, AdamW included, one CUDA graph), and its row
+             adds the speed-up over eager and the weights' largest difference from eager after 10 steps
   fp16       50 steps in fp16 autocast with GradScaler: losses and weights finite
   ddp        2 ranks (nccl) against 1 rank on the same global batch: same weights after 2 steps; skipped
              with a note when fewer than 2 GPUs are visible
   finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
 
     python benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
-                                         [--checks step,...] [--modes eager,compiled] [--profile]
+                                         [--checks step,...] [--modes eager,compiled,graphed] [--profile]
 
 `--device cpu` is a dry run at tiny sizes (1 layer, a few steps, aot_eager instead of inductor, gloo instead
 of nccl) that the test suite runs, so that the script works when a GPU machine is at hand.
@@ -51,10 +53,13 @@ from convbert.electra import (
     train_step,
 )
 from convbert.model import ConvBertForSequenceClassification
+from convbert.pretrain.graphed import GraphedStep
 from convbert.train import Precision, build_optimizer, linear_schedule
 from convbert.train.precision import auto_precision, native_bf16
+from convbert.train.runinfo import matmul_tflops
 
 T = 128
+ELECTRA_BATCH = {"small": 128, "medium-small": 128, "base": 256}  # ELECTRA's pretraining batch sizes
 
 
 def emit(row: dict) -> bool:
@@ -71,17 +76,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS on CPU
-
-
-def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
 def sdpa_kernels(names: collections.Counter) -> list[str]:
@@ -108,14 +102,19 @@ class Stepper:
     batch, a pinned copy sent without blocking, train_step, the clipped optimizer step."""
 
     def __init__(self, config: ConvBertConfig, device: torch.device, precision: str, compile_backend: str | None,
-                 tf32: bool = True, seed: int = 0):
+                 tf32: bool = True, seed: int = 0, graphed: bool = False):
         torch.manual_seed(seed)
         self.device, self.objective = device, ElectraObjective()
         self.model = ElectraPretrainer(config, self.objective).to(device).train()
         self.optimizer = build_optimizer(self.model, 2e-4, 0.01)
         self.precision = Precision(precision, device, tf32=tf32)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if compile_backend:
+        self.graphed = None
+        if graphed:  # what trainer.cuda_graphs runs; the dry run traces the same graph with aot_eager
+            cuda = device.type == "cuda"
+            self.graphed = GraphedStep(self.model, self.optimizer, self.precision, 1.0, 1, backend=compile_backend,
+                                       mode="reduce-overhead" if cuda else None)
+        elif compile_backend:
             self.model.compile(fullgraph=True, backend=compile_backend)
         self.net = self.model
 
@@ -129,6 +128,10 @@ class Stepper:
         return to_device(b, self.device), *counts
 
     def step(self, b: dict, norms: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:
+        if self.graphed is not None:  # the same total loss as train_step's, from the summed statistics
+            window = self.graphed([b], norms, 2e-4)[0]
+            obj = self.objective
+            return obj.mlm_weight * window[0] / norms[0] + obj.rtd_weight * window[1] / norms[1]
         loss, _ = train_step(self.net, b, norms, self.precision, loss_scale)
         self.precision.step(self.optimizer, self.params, 1.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -161,16 +164,19 @@ def profile_steps(step, device: torch.device, step_s: float, n: int = 3, top: in
                             for name, ms in time_ms.most_common(top)]}
 
 
-def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
+def check_step(preset: str, mode: str, args, matmul: float) -> dict:
+    """One ELECTRA step of `preset` in `mode` (eager | compiled | graphed), timed after warm-up."""
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(preset, **args.overrides)
-    row: dict = {"check": "step", "preset": preset, "mode": "compiled" if compiled else "eager",
-                 "precision": args.precision, "batch_size": args.batch_size, "seq_len": args.seq_len}
+    batch_size = args.batch_size or ELECTRA_BATCH.get(preset, 128)
+    row: dict = {"check": "step", "preset": preset, "mode": mode, "precision": args.precision,
+                 "batch_size": batch_size, "seq_len": args.seq_len}
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    s = Stepper(config, device, args.precision, args.compile_backend if compiled else None)
-    data = make_batch(args.batch_size, args.seq_len, config.vocab_size, padded=True)
+    s = Stepper(config, device, args.precision, args.compile_backend if mode != "eager" else None,
+                graphed=mode == "graphed")
+    data = make_batch(batch_size, args.seq_len, config.vocab_size, padded=True)
     prepared = [s.batch(data, i) for i in range(args.warmup + args.steps)]
     b0, tokens, masked = prepared[0]
     norms = torch.tensor([masked, tokens], device=device)
@@ -179,40 +185,76 @@ def check_step(preset: str, compiled: bool, args, matmul: float) -> dict:
     sync(device)
     row["first_step_s"] = round(time.perf_counter() - t0, 2)
     for b, _, _ in prepared[1:args.warmup]:
-        s.step(b, norms)
+        s.step(b, norms)  # graphed: CUDA graph trees record the graph in these
     sync(device)
+    row["warmup_s"] = round(time.perf_counter() - t0, 2)  # compile + capture
     t0 = time.perf_counter()
     for b, _, _ in prepared[args.warmup:]:
         loss = s.step(b, norms)
     sync(device)
     step_s = (time.perf_counter() - t0) / args.steps
     flops = train_flops(config, s.model.generator_config, args.seq_len, tokens, masked)
-    row.update(step_s=round(step_s, 4), tokens_per_s=round(args.batch_size * args.seq_len / step_s, 1),
+    row.update(step_s=round(step_s, 4), tokens_per_s=round(batch_size * args.seq_len / step_s, 1),
                model_tflops=round(flops / step_s / 1e12, 3), mfu=round(flops / step_s / 1e12 / matmul, 4),
                peak_memory_mb=round(peak_memory_mb(device), 1), loss=float(loss.detach()))
     row["syncs_per_step"] = count_syncs(lambda: s.step(prepared[-1][0], norms), device)
     if args.profile:
         row["profile"] = profile_steps(lambda: s.step(prepared[-1][0], norms), device, step_s)
-    if not compiled:
+    if mode == "eager":
         kernels = {}
         for padded in (True, False):
-            b, tok, msk = s.batch(make_batch(args.batch_size, args.seq_len, config.vocab_size, padded), 0)
+            b, tok, msk = s.batch(make_batch(batch_size, args.seq_len, config.vocab_size, padded), 0)
             with OpCounter() as names:
                 s.step(b, torch.tensor([msk, tok], device=device))
             kernels["padded" if padded else "unpadded"] = sdpa_kernels(names.ops)
         row["sdpa_kernels"] = kernels
     sync(device)
     row["ok"] = math.isfinite(row["loss"]) and row["syncs_per_step"] in (0, None)
-    if device.type == "cuda" and not compiled:
+    if device.type == "cuda" and mode == "eager":
         row["ok"] &= not any("math" in k for ks in row["sdpa_kernels"].values() for k in ks)
+    args.rates[preset, mode] = row["tokens_per_s"]
+    if mode == "graphed":
+        row.update(graphed_vs_eager(preset, args))
+        row["ok"] &= row["diff_over_update"] is not None and row["diff_over_update"] < 0.05
     return row
+
+
+def graphed_vs_eager(preset: str, args) -> dict:
+    """The graphed step against the eager one from the same weights on the same batches (dropout off: the two
+    draw their masks differently): the weights' largest difference after the steps, relative to how far the
+    eager steps moved them, and the speed-up where the eager step of the preset was timed."""
+    device = torch.device(args.device)
+    config = ConvBertConfig.from_preset(preset, **{**args.overrides, "hidden_dropout_prob": 0.0,
+                                                   "attention_probs_dropout_prob": 0.0})
+    batch_size = args.batch_size or ELECTRA_BATCH.get(preset, 128)
+    data = make_batch(batch_size, args.seq_len, config.vocab_size, padded=True)
+    moved = {}
+    for graphed in (False, True):
+        s = Stepper(config, device, args.precision, args.compile_backend if graphed else None, graphed=graphed)
+        start = [p.detach().clone() for p in s.params]
+        for i in range(args.compare_steps):
+            b, tokens, masked = s.batch(data, i)
+            s.step(b, torch.tensor([masked, tokens], device=device))
+        sync(device)
+        moved[graphed] = (start, [p.detach().float() for p in s.params])
+        del s
+    start, eager = moved[False]
+    diffs = [g - e for g, e in zip(moved[True][1], eager, strict=True)]
+    diff = torch.cat([d.flatten() for d in diffs]).norm()
+    update = torch.cat([(e - w.float()).flatten() for e, w in zip(eager, start, strict=True)]).norm()
+    out = {"compare_steps": args.compare_steps, "max_weight_diff_vs_eager": max(float(d.abs().max()) for d in diffs),
+           # the weights' distance from eager's, over the distance eager's steps moved them (L2 over all weights)
+           "diff_over_update": round(float(diff / update), 4) if update else None}
+    if (preset, "eager") in args.rates:
+        out["speedup_vs_eager"] = round(args.rates[preset, "graphed"] / args.rates[preset, "eager"], 3)
+    return out
 
 
 def check_fp16(args) -> dict:
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(args.fp16_preset, **args.overrides)
     s = Stepper(config, device, "fp16", None)
-    data = make_batch(args.batch_size, args.seq_len, config.vocab_size, padded=True)
+    data = make_batch(args.batch_size or 128, args.seq_len, config.vocab_size, padded=True)
     losses = []
     for i in range(args.fp16_steps):
         b, tokens, masked = s.batch(data, i)
@@ -330,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune")
-    ap.add_argument("--modes", default="eager,compiled", help="the step's modes")
+    ap.add_argument("--modes", default="eager,compiled,graphed", help="the step's modes")
     ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
     args = ap.parse_args(argv)
     cpu = args.device == "cpu"
@@ -339,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # the dry run: tiny sizes, aot_eager (traces what inductor would compile, without a C++ compiler)
     args.presets = (args.presets or ("tiny" if cpu else "small,base")).split(",")
-    args.batch_size = args.batch_size or (4 if cpu else 128)
+    args.batch_size = args.batch_size or (4 if cpu else None)  # None: ELECTRA's batch of each preset
+    args.compare_steps, args.rates = (2 if cpu else 10), {}
     args.seq_len = 32 if cpu else T
     args.overrides = {"num_hidden_layers": 1, "vocab_size": 500} if cpu else {}
     args.warmup, args.steps = (1, 1) if cpu else (3, 10)
@@ -370,10 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     # compiled steps last: their compile time is the long, uncertain part, and a run cut short by a time
     # limit should still have reported every other check
     modes = args.modes.split(",")
-    runs = [("step", lambda p=p: check_step(p, False, args, matmul)) for p in args.presets if "eager" in modes]
+    runs = [("step", lambda p=p: check_step(p, "eager", args, matmul)) for p in args.presets if "eager" in modes]
     runs += [("fp16", lambda: check_fp16(args)), ("ddp", lambda: check_ddp(args)),
              ("finetune", lambda: check_finetune(args))]
-    runs += [("step", lambda p=p: check_step(p, True, args, matmul)) for p in args.presets if "compiled" in modes]
+    runs += [("step", lambda p=p, m=m: check_step(p, m, args, matmul)) for m in ("compiled", "graphed")
+             for p in args.presets if m in modes]
     for name, fn in runs:
         if name not in checks:
             continue

@@ -13,14 +13,17 @@ def test_gpu_check_dry_run_on_cpu_passes_every_check():
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checks = [r["check"] for r in rows]
-    assert checks == ["env", "matmul", "step", "fp16", "ddp", "finetune", "step", "done"], checks
+    assert checks == ["env", "matmul", "step", "fp16", "ddp", "finetune", "step", "step", "done"], checks
     assert all(r["ok"] for r in rows)
     steps = {r["mode"]: r for r in rows if r["check"] == "step"}
     for r in steps.values():
         assert r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["peak_memory_mb"] > 0
         assert r["profile"]["kernels_per_step"] == 0  # the profile counts device kernels: none on CPU
     # eager and compiled run the same step from the same weights: same loss up to bf16 rounding
-    assert abs(steps["eager"]["loss"] - steps["compiled"]["loss"]) < 0.05 * abs(steps["eager"]["loss"])
+    for mode in ("compiled", "graphed"):
+        assert abs(steps["eager"]["loss"] - steps[mode]["loss"]) < 0.05 * abs(steps["eager"]["loss"]), mode
+    # the whole step as one graph (trainer.cuda_graphs; a CUDA graph on a GPU) trains as the eager step does
+    assert steps["graphed"]["diff_over_update"] < 0.05 and steps["graphed"]["speedup_vs_eager"] > 0
     ddp = next(r for r in rows if r["check"] == "ddp")
     assert ddp["backend"] == "gloo" and ddp["max_weight_diff"] < 1e-4
 

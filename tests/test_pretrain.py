@@ -107,6 +107,11 @@ def test_run_writes_outputs_and_heldout_metrics(reference):
     assert not (reference / ".lock").exists()
     summary = json.loads((reference / "pretrain_summary.json").read_text())
     assert summary["steps"] == 6 and summary["finished"] and summary["tokens"] > 0 and summary["flops"] > 0
+    # speed from the first log row on: tokens/s, and MFU against this device's measured matmul rate
+    speed, trained = summary["throughput"], [r for r in rows(reference) if "mlm_loss" in r]
+    assert speed["tokens_measured"] == summary["tokens"] - trained[0]["tokens"] and speed["tokens_per_s"] > 0
+    assert 0 < speed["mfu"] < 1 and speed["matmul_tflops"] > 0
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in trained)
     held = summary["heldout_metrics"]
     assert held["step"] == 6
     for key in ("mlm_loss", "mlm_accuracy", "rtd_loss", "disc_accuracy", "disc_precision", "disc_recall",

@@ -58,7 +58,7 @@ from convbert.train.divergence import Diverged, loss_diverged
 from convbert.train.lock import DirLock
 from convbert.train.plot import plot_curves
 from convbert.train.precision import Precision, resolve_precision
-from convbert.train.runinfo import device_name, git_revision, settings_changes
+from convbert.train.runinfo import device_name, git_revision, matmul_tflops, settings_changes
 from convbert.train.signals import Preempted, StopRequest
 from convbert.train.tracking import Tracker, keep_metrics_until, read_metrics
 
@@ -170,6 +170,9 @@ class LoopContext:
     step_flops: float  # nominal FLOPs of a step (what trainer.budget.flops counts)
     progress: Any = None  # a tqdm bar on rank 0
     graphed: graphs.GraphedStep | None = None  # trainer.cuda_graphs: the whole step as one graph
+    peak_tflops: float | None = None  # the device's measured matmul rate: MFU's denominator (rank 0)
+    first_row: tuple[float, float, float] | None = None  # (time, tokens, FLOPs) at this job's first log row
+    last_row: tuple[float, float, float] | None = None  # ... and at its latest
 
     @property
     def ckpt_dir(self) -> Path:
@@ -388,16 +391,18 @@ def log_window(state: TrainState, r: LoopContext) -> dict[str, Any]:
     metrics["loss"] = obj.mlm_weight * metrics["mlm_loss"] + obj.rtd_weight * metrics["rtd_loss"]
     grad_norm = float(state.grad_norm)
     totals, now = state.totals, time.perf_counter()
+    window_flops = train_flops(r.config, state.model.generator_config, r.seq_len, summed["tokens"], summed["masked"])
     totals["tokens"] += summed["tokens"]
     totals["masked"] += summed["masked"]
-    totals["flops"] += train_flops(r.config, state.model.generator_config, r.seq_len, summed["tokens"],
-                                   summed["masked"])
+    totals["flops"] += window_flops
     elapsed, state.window_start = now - state.window_start, now
+    r.last_row = (now, totals["tokens"], totals["flops"])
+    r.first_row = r.first_row or r.last_row
     metrics.update(lr=state.lr, grad_norm=grad_norm, tokens=totals["tokens"], flops=totals["flops"],
                    nominal_flops=state.step * r.step_flops,
                    device_hours=device_hours(totals, r.info.world_size))
     if elapsed > 0:
-        metrics["tokens_per_s"] = summed["tokens"] / elapsed
+        metrics.update(throughput(summed["tokens"], window_flops, elapsed, r))
     used = budget_used(state, r)
     if used is not None:
         metrics["budget_used"] = used
@@ -405,8 +410,20 @@ def log_window(state: TrainState, r: LoopContext) -> dict[str, Any]:
         raise_non_finite(state, r, f"non-finite loss/gradients and weights by step {state.step} (grad norm "
                                    f"{grad_norm})")
     if r.progress is not None:
-        r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False, **budget_postfix(metrics, r))
+        speed = {"tok/s": f"{metrics['tokens_per_s']:.3g}"} if "tokens_per_s" in metrics else {}
+        if "mfu" in metrics:
+            speed["mfu"] = f"{metrics['mfu']:.1%}"
+        r.progress.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False, **speed, **budget_postfix(metrics, r))
     return metrics
+
+
+def throughput(tokens: float, flops: float, seconds: float, r: LoopContext) -> dict[str, float]:
+    """Tokens per second and MFU (model FLOPs per second over the measured matmul rate of every device) of
+    `seconds` in which the run trained `tokens` tokens (docs/design.md §3 counts the FLOPs)."""
+    out = {"tokens_per_s": tokens / seconds}
+    if r.peak_tflops:
+        out["mfu"] = flops / seconds / (r.peak_tflops * 1e12 * r.info.world_size)
+    return out
 
 
 def budget_postfix(metrics: dict[str, Any], r: LoopContext) -> dict[str, str]:
@@ -484,6 +501,10 @@ def finish(state: TrainState, r: LoopContext) -> dict[str, Any]:
     }
     if state.totals.get("skipped_steps"):
         summary["skipped_steps"] = int(state.totals["skipped_steps"])
+    if r.first_row and r.last_row[0] > r.first_row[0]:  # from this job's first log row: compiling comes before it
+        (t0, tokens0, flops0), (t1, tokens1, flops1) = r.first_row, r.last_row
+        summary["throughput"] = {**throughput(tokens1 - tokens0, flops1 - flops0, t1 - t0, r),
+                                 "matmul_tflops": r.peak_tflops, "tokens_measured": tokens1 - tokens0}
     if not info.is_main:
         return summary
     rows = read_metrics(r.run_dir)
@@ -629,6 +650,8 @@ def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path:
 
         r.progress = stack.enter_context(tqdm(total=c.trainer.end, initial=state.step, desc="pretrain",
                                               unit="step", dynamic_ncols=True))
+    if info.is_main:
+        r.peak_tflops = matmul_tflops(info.device, state.precision.dtype)
     state.model.train()
     train(state, r)
     return finish(state, r)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,28 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int | None = None) -> float:
+    """The device's measured square-matmul rate in TFLOP/s (dtype's products; fp32 goes through TF32 where it is
+    allowed): the denominator of MFU in runs and in `make gpu-check`. A fraction of a second by default
+    (8192² x 20 on CUDA, 512² x 3 on a CPU)."""
+    cuda = device.type == "cuda"
+    n, reps = n or (8192 if cuda else 512), reps or (20 if cuda else 3)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+
+    def timed(count: int) -> float:
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            a @ b
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    timed(1)  # warm-up: kernel selection, caches
+    return 2 * n**3 * reps / timed(reps) / 1e12
 
 
 def flatten_settings(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
