@@ -15,6 +15,9 @@ check failed.
   ddp        2 ranks (nccl) against 1 rank on the same global batch: same weights after 2 steps; skipped
              with a note when fewer than 2 GPUs are visible
   finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
+  run        the real run: `python -m pipelines.pretrain experiment=convbert-small corpus=pydocs` for 300 steps
+             (its defaults: trainer.cuda_graphs=auto, held-out evaluation and checkpoints every 100 steps);
+             its pretrain_summary.json tokens/s must reach 90% of the fastest small step timed above
 
     python benchmarks/gpu_check.py [--device cuda] [--presets small,base] [--batch-size 128]
                                          [--checks step,...] [--modes eager,compiled,graphed] [--profile]
@@ -366,12 +369,44 @@ def check_finetune(args) -> dict:
     return row
 
 
+def check_run(args) -> dict:
+    """The pipeline's own run on the embedded corpus, against the bench: data loading, logging, evaluation and
+    checkpoints must not stall the device. The dry run is the smoke experiment for a few steps."""
+    import subprocess
+
+    cpu = args.device == "cpu"
+    steps = 4 if cpu else 300
+    with tempfile.TemporaryDirectory() as tmp:
+        experiment = ["experiment=smoke"] if cpu else ["experiment=convbert-small", "corpus=pydocs"]
+        command = [sys.executable, "-m", "pipelines.pretrain", *experiment, f"trainer.max_steps={steps}",
+                   f"trainer.log_every={1 if cpu else 50}",
+                   f"trainer.ckpt_every={2 if cpu else 100}", f"trainer.eval_every={2 if cpu else 100}",
+                   "trainer.progress=false", "tracking=disabled", f"paths.runs_dir={tmp}/runs",
+                   f"data_dir={tmp}/data", f"hydra.run.dir={tmp}/run", f"trainer.device={args.device}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        row: dict = {"check": "run", "steps": steps, "wall_s": round(time.perf_counter() - t0, 1),
+                     "graphed": "cuda graphs: the whole step" in proc.stdout + proc.stderr}
+        if proc.returncode != 0:
+            return {**row, "ok": False, "error": proc.stderr[-2000:]}
+        with open(os.path.join(tmp, "run", "pretrain_summary.json")) as f:
+            speed = json.load(f)["throughput"]
+    row.update(tokens_per_s=round(speed["tokens_per_s"], 1), mfu=round(speed.get("mfu") or 0.0, 4))
+    bench = {m: v for (p, m), v in args.rates.items() if p == ("tiny" if cpu else "small")}
+    if bench:
+        mode = max(bench, key=bench.get)
+        row.update(bench_mode=mode, bench_tokens_per_s=bench[mode], ratio=round(row["tokens_per_s"] / bench[mode], 3))
+    row["ok"] = row["tokens_per_s"] > 0 and (cpu or row.get("ratio", 0) >= 0.9)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune")
+    ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune,run")
     ap.add_argument("--modes", default="eager,compiled,graphed", help="the step's modes")
     ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
     args = ap.parse_args(argv)
@@ -418,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
              ("finetune", lambda: check_finetune(args))]
     runs += [("step", lambda p=p, m=m: check_step(p, m, args, matmul)) for m in ("compiled", "graphed")
              for p in args.presets if m in modes]
+    runs += [("run", lambda: check_run(args))]
     for name, fn in runs:
         if name not in checks:
             continue
