@@ -62,7 +62,7 @@ def _padding(B: int, T: int, lengths: tuple[int, ...]) -> torch.Tensor:
 
 
 # (B, T, N, D, k): odd T; T < k (taps fall off both ends); T over one 32-row tile; D not a power of 2
-LCONV_SHAPES = [(2, 13, 2, 16, 9), (1, 7, 1, 8, 3), (2, 5, 2, 16, 9), (2, 37, 3, 12, 9), (1, 33, 2, 20, 3)]
+LCONV_SHAPES = [(2, 13, 2, 16, 9), (1, 7, 1, 8, 3), (2, 5, 2, 16, 9), (2, 37, 1, 12, 9), (1, 33, 2, 20, 3)]
 
 
 @interpreted
