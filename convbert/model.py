@@ -20,9 +20,9 @@ from .ops import (
     compute_dtype,
     conv_tap_mask,
     depthwise_conv_same,
+    dynamic_conv,
     feed_forward,
     grouped_or_dense,
-    lightweight_conv,
     self_attention,
     tied_lm_cross_entropy,
 )
@@ -119,11 +119,8 @@ class ConvBertAttention(nn.Module):
         if self.mixed:
             pad = pad if self.mask_conv_padding else None
             ks = self.key_conv_pointwise(depthwise_conv_same(x_in, self.key_conv_depthwise, pad))  # span key [B,T,A]
-            kernel = self.conv_kernel(ks * q.reshape(B, T, A)).view(B, T, N, self.kernel_size).softmax(-1)
-            if conv_keep is not None and self.mask_conv_padding:
-                # zeroing the taps that read padding == zeroing V' at padding ("outside the sequence")
-                kernel = kernel * conv_keep.to(kernel.dtype)
-            conv = lightweight_conv(parts[3], kernel)  # [B, T, N, D]
+            logits = self.conv_kernel(ks * q.reshape(B, T, A)).view(B, T, N, self.kernel_size)
+            conv = dynamic_conv(parts[3], logits, conv_keep if self.mask_conv_padding else None)  # [B, T, N, D]
             ctx = torch.cat([sa.reshape(B, T, A), conv.reshape(B, T, A).to(sa.dtype)], dim=-1)  # [B, T, 2A]
         else:
             ctx = sa.reshape(B, T, A)

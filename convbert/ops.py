@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import HAVE_TRITON
+
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulate reductions in at least fp32 (bf16/fp16 inputs), keep fp64 as is."""
@@ -84,13 +86,28 @@ def fused_kernels(x: torch.Tensor) -> bool:
     return x.device.type != "cpu" or torch.compiler.is_compiling() or not CPU_TAP_LOOPS
 
 
+# Triton kernels for the conv branch on CUDA (convbert/kernels, used only where triton imports; never on CPU
+# or in compiled graphs, where inductor fuses the forms below itself)
+TRITON_CONV = True  # the dynamic conv (with its softmax and padding mask) as one Triton kernel each way
+TRITON_DEPTHWISE = False  # the depthwise key conv as Triton instead of cuDNN: off until a GPU benchmark says
+
+
+def use_triton(x: torch.Tensor, switch: bool) -> bool:
+    """Whether a conv on x runs as a Triton kernel: switch on, x on CUDA, triton importable, eager mode."""
+    return switch and x.is_cuda and HAVE_TRITON and not torch.compiler.is_compiling()
+
+
 def depthwise_conv_same(x: torch.Tensor, weight: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
     """x [B, T, C], weight [k, C] -> [B, T, C];  out[:, t] = sum_j weight[j] * x[:, t + j - k // 2].
     Rows where pad [B, T, 1] is True count as zeros (outside the sequence). Under autocast the CPU tap loops
-    accumulate and return fp32; the fused path (one grouped F.conv1d: cuDNN on GPU) computes in the
-    autocast dtype with the backend's fp32 accumulation."""
+    accumulate and return fp32; the fused path (one grouped F.conv1d: cuDNN on GPU, or Triton with
+    TRITON_DEPTHWISE) computes in the autocast dtype with fp32 accumulation."""
     if not fused_kernels(x):
         return _DepthwiseConvSame.apply(x, weight, pad)
+    if use_triton(x, TRITON_DEPTHWISE):
+        from .kernels import conv_triton
+
+        return conv_triton.depthwise_conv_same_triton(x.to(compute_dtype(x)), weight, pad)
     if pad is not None:
         x = x.masked_fill(pad, 0.0)
     k, C = weight.shape
@@ -209,13 +226,34 @@ def lightweight_conv(v: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
     v [B, T, N, D], kernel [B, T, N, k] (softmaxed over k) -> [B, T, N, D]. The fused path (see
     fused_kernels) reads the k shifted windows of the zero-padded v as one strided view (unfold, no copy) and
-    reduces them against the kernel: two ops forward, a few backward; compiled, one loop.
+    reduces them against the kernel: two ops forward, a few backward; compiled, one loop. On CUDA with
+    Triton (TRITON_CONV): one Triton kernel each way.
     """
+    if use_triton(v, TRITON_CONV):
+        from .kernels import conv_triton
+
+        return conv_triton.lightweight_conv_triton(v, kernel)
     if not fused_kernels(v):
         return _LightweightConv.apply(v, kernel)
     k = kernel.shape[-1]
     windows = F.pad(v, (0, 0, 0, 0, k // 2, k // 2)).unfold(1, k, 1)  # [B, T, N, D, k] view
     return (windows * kernel.to(v.dtype).unsqueeze(-2)).sum(-1)
+
+
+def dynamic_conv(v: torch.Tensor, logits: torch.Tensor, conv_keep: torch.Tensor | None = None) -> torch.Tensor:
+    """docs/design.md §2 steps 3 and 5 after the kernel projection: lightweight_conv(v, softmax_k(logits) *
+    conv_keep). v [B, T, N, D], logits [B, T, N, k], conv_keep [B, T, 1, k] bool (conv_tap_mask) or None
+    -> [B, T, N, D]. On CUDA with Triton (TRITON_CONV) the softmax, mask and weighted sum are one kernel each
+    way; elsewhere the three ops below."""
+    if use_triton(v, TRITON_CONV):
+        from .kernels import conv_triton
+
+        return conv_triton.softmax_lightweight_conv_triton(v, logits, conv_keep)
+    kernel = logits.softmax(-1)
+    if conv_keep is not None:
+        # zeroing the taps that read padding == zeroing V' at padding ("outside the sequence")
+        kernel = kernel * conv_keep.to(kernel.dtype)
+    return lightweight_conv(v, kernel)
 
 
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
