@@ -15,6 +15,9 @@ check failed.
   ddp        2 ranks (nccl) against 1 rank on the same global batch: same weights after 2 steps; skipped
              with a note when fewer than 2 GPUs are visible
   finetune   a small sequence-classification fine-tune (synthetic SST-2-like task) with precision=auto
+  conv       the conv branch's kernels alone at each preset's shapes (bf16): forward+backward ms of the torch
+             path and of the Triton kernels (convbert/kernels: dynamic conv with its softmax; depthwise key
+             conv against cuDNN's grouped conv1d), and the Triton results' largest differences from torch's
   run        the real run: `python -m pipelines.pretrain experiment=convbert-small corpus=pydocs` for 300 steps
              (its defaults: trainer.cuda_graphs=auto, held-out evaluation and checkpoints every 100 steps);
              its pretrain_summary.json tokens/s must reach 90% of the fastest small step timed above
@@ -369,6 +372,56 @@ def check_finetune(args) -> dict:
     return row
 
 
+def _timed_ms(fn, device: torch.device, reps: int) -> float:
+    fn()  # warm-up: Triton compiles here
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+def check_conv(preset: str, args) -> dict:
+    """The two conv kernels of a mixed-attention layer, torch path vs Triton, forward + backward, bf16."""
+    from convbert import kernels, ops
+
+    device = torch.device(args.device)
+    config = ConvBertConfig.from_preset(preset, **args.overrides)
+    B, T = args.batch_size or ELECTRA_BATCH.get(preset, 128), args.seq_len
+    N, D, k, C = config.num_sa_heads, config.attention_head_size, config.conv_kernel_size, config.hidden_size
+    g = torch.Generator(device=device).manual_seed(0)
+    v, logits = (torch.randn(B, T, N, m, device=device, generator=g, dtype=torch.bfloat16, requires_grad=True)
+                 for m in (D, k))
+    x = torch.randn(B, T, C, device=device, generator=g, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(k, C, device=device, generator=g, requires_grad=True)
+    keep = torch.ones(B, T, dtype=torch.bool, device=device)
+    keep[1::2, T * 3 // 4:] = False  # every other row padded
+    conv_keep, pad = ops.conv_tap_mask(keep, k), ~keep[:, :, None]
+    cases = {"dynamic_conv": (lambda: ops.dynamic_conv(v, logits, conv_keep), (v, logits), "TRITON_CONV"),
+             "depthwise_conv": (lambda: ops.depthwise_conv_same(x, w, pad), (x, w), "TRITON_DEPTHWISE")}
+    row: dict = {"check": "conv", "preset": preset, "shape": [B, T, N, D, k], "triton": kernels.HAVE_TRITON,
+                 "ok": True}
+    for name, (fn, inputs, switch) in cases.items():
+        results = {}
+        for use in (False, True) if kernels.HAVE_TRITON and device.type == "cuda" else (False,):
+            setattr(ops, switch, use)
+            try:
+                def step(fn=fn, inputs=inputs):
+                    out = fn()
+                    return [out.detach(), *torch.autograd.grad(out.float().square().mean(), inputs)]
+                results[use] = step()
+                row[f"{name}_{'triton' if use else 'torch'}_ms"] = round(_timed_ms(step, device, args.steps), 3)
+            finally:
+                setattr(ops, switch, False)
+        if True in results:
+            diff = max(float((a.float() - b.float()).abs().max() / (b.float().abs().max() + 1e-12))
+                       for a, b in zip(results[True], results[False], strict=True))
+            row[f"{name}_triton_max_rel_diff"] = diff
+            row["ok"] &= diff < 0.05
+    return row
+
+
 def check_run(args) -> dict:
     """The pipeline's own run on the embedded corpus, against the bench: data loading, logging, evaluation and
     checkpoints must not stall the device. The dry run is the smoke experiment for a few steps."""
@@ -406,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--checks", default="matmul,step,fp16,ddp,finetune,run")
+    ap.add_argument("--checks", default="matmul,conv,step,fp16,ddp,finetune,run")
     ap.add_argument("--modes", default="eager,compiled,graphed", help="the step's modes")
     ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
     args = ap.parse_args(argv)
@@ -448,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     # compiled steps last: their compile time is the long, uncertain part, and a run cut short by a time
     # limit should still have reported every other check
     modes = args.modes.split(",")
-    runs = [("step", lambda p=p: check_step(p, "eager", args, matmul)) for p in args.presets if "eager" in modes]
+    runs = [("conv", lambda p=p: check_conv(p, args)) for p in args.presets]
+    runs += [("step", lambda p=p: check_step(p, "eager", args, matmul)) for p in args.presets if "eager" in modes]
     runs += [("fp16", lambda: check_fp16(args)), ("ddp", lambda: check_ddp(args)),
              ("finetune", lambda: check_finetune(args))]
     runs += [("step", lambda p=p, m=m: check_step(p, m, args, matmul)) for m in ("compiled", "graphed")

@@ -88,7 +88,8 @@ def fused_kernels(x: torch.Tensor) -> bool:
 
 # Triton kernels for the conv branch on CUDA (convbert/kernels, used only where triton imports; never on CPU
 # or in compiled graphs, where inductor fuses the forms below itself)
-TRITON_CONV = True  # the dynamic conv (with its softmax and padding mask) as one Triton kernel each way
+TRITON_CONV = False  # the dynamic conv (softmax, padding mask, sum) as one Triton kernel each way: off until a GPU
+# session has checked and timed it (make gpu-check's conv check)
 TRITON_DEPTHWISE = False  # the depthwise key conv as Triton instead of cuDNN: off until a GPU benchmark says
 
 

@@ -13,7 +13,7 @@ def test_gpu_check_dry_run_on_cpu_passes_every_check():
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checks = [r["check"] for r in rows]
-    assert checks == ["env", "matmul", "step", "fp16", "ddp", "finetune", "step", "step", "run", "done"], checks
+    assert checks == ["env", "matmul", "conv", "step", "fp16", "ddp", "finetune", "step", "step", "run", "done"], checks
     assert all(r["ok"] for r in rows)
     steps = {r["mode"]: r for r in rows if r["check"] == "step"}
     for r in steps.values():

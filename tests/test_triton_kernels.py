@@ -158,6 +158,7 @@ def test_model_through_the_triton_path(ct, monkeypatch):
         return [out.detach()] + [p.grad.clone() for p in model.parameters()]
 
     want = run()
+    monkeypatch.setattr(ops, "TRITON_CONV", True)  # both switches are off by default until a GPU has timed them
     monkeypatch.setattr(ops, "TRITON_DEPTHWISE", True)
     monkeypatch.setattr(ops, "CPU_TAP_LOOPS", False)  # the depthwise switch sits on the fused path
     monkeypatch.setattr(ops, "use_triton", lambda x, switch: switch)  # CPU tensors, interpreted
