@@ -120,7 +120,8 @@ def test_where_cuda_graphs_can_run():
     assert cuda_graphs_reason(cuda, "bf16", 1, 0) is None and cuda_graphs_reason(cuda, "fp32", 1, 0, True) is None
     assert "CUDA device (this run uses cpu)" in cuda_graphs_reason(CPU, "bf16", 1, 0)
     assert "loss scaler" in cuda_graphs_reason(cuda, "fp16", 1, 0)
-    assert "DDP" in cuda_graphs_reason(cuda, "bf16", 2, 0)
+    assert "several processes" in cuda_graphs_reason(cuda, "bf16", 2, 0)  # auto: not yet measured on GPUs
+    assert cuda_graphs_reason(cuda, "bf16", 2, 0, asked=True) is None
     assert "max_bad_steps" in cuda_graphs_reason(cuda, "bf16", 1, 3)
     assert "trainer.compile=false" in cuda_graphs_reason(cuda, "bf16", 1, 0, False)
 
@@ -162,3 +163,49 @@ def test_the_engine_trains_and_resumes_with_the_graphed_step(tmp_path, monkeypat
                       for r in ("eager", "graphed"))
     for name, w in eager.items():
         assert torch.allclose(graphed[name], w, rtol=1e-4, atol=1e-5), name
+
+
+def _ranks_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Rank `rank` runs 2 graphed steps on its half of each global batch (2 micro-batches of 2 examples)."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = _pretrainer()
+    step = GraphedStep(model, build_optimizer(model, 1e-3), Precision("fp32", CPU), 1.0, 2, backend="aot_eager",
+                       mode=None, world_size=world)
+    for s in range(2):
+        batches = [_micro_batch(s, a) for a in range(2)]  # the global batch: 2 micro-batches of 4
+        mine = [{k: v[2 * rank:2 * rank + 2] if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                for b in batches]
+        step(mine, _norms(batches), 1e-3)
+    torch.save({n: p.detach() for n, p in model.named_parameters()}, f"{out_dir}/weights{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes
+def test_graphed_step_across_ranks_equals_one_process(tmp_path):
+    """Two gloo ranks, each with half of every micro-batch, all-reducing the gradients inside the graph (no
+    DDP wrapper), end with the weights of one process that saw whole batches."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    torch._dynamo.reset()
+    model = _pretrainer()
+    step = GraphedStep(model, build_optimizer(model, 1e-3), Precision("fp32", CPU), 1.0, 2, backend="aot_eager",
+                       mode=None)
+    for s in range(2):
+        batches = [_micro_batch(s, a) for a in range(2)]
+        step(batches, _norms(batches), 1e-3)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ranks_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        weights = torch.load(tmp_path / f"weights{rank}.pt")
+        for n, p in model.named_parameters():
+            assert torch.allclose(weights[n], p, rtol=1e-4, atol=1e-6), (rank, n)

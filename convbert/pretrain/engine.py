@@ -575,7 +575,7 @@ def graphs_reason(c: PretrainConfig, device: torch.device, world_size: int) -> s
     """Why trainer.cuda_graphs cannot be on for this run (None: it can); an error when it was asked for."""
     t = c.trainer
     reason = graphs.cuda_graphs_reason(device, resolve_precision(t.precision, device), world_size, t.max_bad_steps,
-                                       t.compile)
+                                       t.compile, t.cuda_graphs)
     if t.cuda_graphs is True and reason:
         raise ConfigError(f"trainer.cuda_graphs=true: {reason}")
     return reason
@@ -587,7 +587,7 @@ def how_to_step(state: TrainState, r: LoopContext) -> None:
     reason = graphs_reason(r.c, info.device, info.world_size)
     if t.cuda_graphs and reason is None:
         r.graphed = graphs.GraphedStep(state.model, state.optimizer, state.precision, r.c.optim.max_grad_norm,
-                                       t.grad_accum)
+                                       t.grad_accum, world_size=info.world_size)  # no DDP: it all-reduces itself
         say(info, "cuda graphs: the whole step is compiled as one graph and replayed (trainer.cuda_graphs)")
         return
     if t.cuda_graphs == "auto" and info.device.type == "cuda":

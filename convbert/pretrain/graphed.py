@@ -24,20 +24,20 @@ BATCH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "masked_ids", "ma
 
 
 def cuda_graphs_reason(device: torch.device, precision: str, world_size: int, max_bad_steps: int,
-                       compile: bool | str = "auto") -> str | None:
-    """Why the graphed step cannot run in this setting (None: it can). trainer.cuda_graphs=auto turns it on
-    exactly when this is None; true with a reason is a configuration error."""
+                       compile: bool | str = "auto", asked: bool | str = "auto") -> str | None:
+    """Why the graphed step cannot run in this setting (None: it can). trainer.cuda_graphs=auto (`asked`) turns
+    it on exactly when this is None; true with a reason is a configuration error."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device (this run uses {device.type})"
     if compile is False:
         return "trainer.compile=false (the graph is what compiling the whole step gives)"
     if precision == "fp16":
         return "fp16's loss scaler decides on the host whether to skip a step (use bf16 or fp32)"
-    if world_size > 1:
-        return ("under DDP the gradient all-reduce runs from hooks outside the traced step: the graphed step is "
-                "single-process for now")
     if max_bad_steps:
         return "trainer.max_bad_steps > 0 reads every step's gradient norm on the host"
+    if world_size > 1 and asked is not True:
+        return ("several processes: the graph all-reduces the gradients itself (tested with gloo on CPU), but "
+                "not yet on GPUs; trainer.cuda_graphs=true tries it")
     return None
 
 
@@ -104,29 +104,42 @@ def adamw_update(groups: list[AdamWGroup], lr: torch.Tensor) -> None:
         torch._foreach_sub_(g.params, update)
 
 
+def flat_gradients(params: list[torch.Tensor]) -> torch.Tensor:
+    """One buffer holding every parameter's gradient (p.grad becomes a view of it): the graph zeroes it with one
+    op and, across ranks, all-reduces it with one collective."""
+    dtypes = {p.dtype for p in params}
+    if len(dtypes) != 1:
+        raise ValueError(f"the graphed step needs parameters of one dtype, got {sorted(map(str, dtypes))}")
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
+
 class GraphedStep:
     """One optimizer step of an ElectraPretrainer over `grad_accum` micro-batches as a single traced function.
 
     `backend`/`mode` go to torch.compile: on CUDA "inductor" + "reduce-overhead" (a CUDA graph); the CPU tests
     use "aot_eager", which traces the same graph without generating code. Every micro-batch runs with the
     attention mask (has_padding is a host bool that would split the graph in two), which computes the same
-    result: a mask of ones masks nothing. Build it after loading a checkpoint into the model and optimizer: it
-    holds their tensors."""
+    result: a mask of ones masks nothing. Across ranks (world_size > 1, torch.distributed initialised; not
+    wrapped in DDP) the graph all-reduces the gradients itself, as one collective; the statistics it returns stay
+    this rank's. Build it after loading a checkpoint into the model and optimizer: it holds their tensors."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
                  max_grad_norm: float | None, grad_accum: int, backend: str = "inductor",
-                 mode: str | None = "reduce-overhead"):
+                 mode: str | None = "reduce-overhead", world_size: int = 1):
         if precision.scaler is not None:
             raise ValueError("the graphed step has no loss scaler: use bf16 or fp32")
         self.model, self.optimizer, self.precision = model, optimizer, precision
-        self.max_grad_norm, self.grad_accum = max_grad_norm, grad_accum
+        self.max_grad_norm, self.grad_accum, self.world_size = max_grad_norm, grad_accum, world_size
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.lr = torch.zeros((), device=self.params[0].device)  # the step's learning rate, set before each replay
         init_optimizer_state(optimizer)
         self.groups = adamw_groups(optimizer)
-        for p in self.params:  # gradients live at fixed addresses: the graph zeroes and fills them
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        self.grads = flat_gradients(self.params)
         self._mark_static()
         self.traced = False
         self._compiled = torch.compile(self._step, backend=backend, mode=mode, fullgraph=True)
@@ -135,19 +148,21 @@ class GraphedStep:
         """Gradients and optimizer state are mutated by the graph: marked static, a CUDA graph updates them in
         place instead of copying them in and out (or refusing to capture)."""
         torch._dynamo.mark_static_address(self.lr)
+        torch._dynamo.mark_static_address(self.grads)
         for p in self.params:
-            torch._dynamo.mark_static_address(p.grad)
             for value in self.optimizer.state[p].values():
                 if isinstance(value, torch.Tensor):
                     torch._dynamo.mark_static_address(value)
 
     def _step(self, batches: list[dict[str, torch.Tensor]], norms: torch.Tensor, lr: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        torch._foreach_zero_([p.grad for p in self.params])
+        self.grads.zero_()
         window = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=norms.device)
         for b in batches:
             _, stats = train_step(self.model, {**b, "has_padding": True}, norms, self.precision)
             window = window + stat_vector(stats)
+        if self.world_size > 1:  # every rank's share of the global loss (norms are global): their sum is the gradient
+            torch.distributed.all_reduce(self.grads)
         clip = self.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
         adamw_update(self.groups, lr)
