@@ -326,11 +326,7 @@ def one_step(state: TrainState, r: LoopContext) -> None:
                          sum(b["attention_mask"].sum() for b in micro_batches)]).float()
     norms = all_reduce_sum(norms)  # global counts: exact loss normalisation across ranks/micro-batches
     lr = state.optimizer.param_groups[0]["lr"]  # this step's lr (all groups share it in pretraining)
-    if r.graphed is not None:
-        window, norm = r.graphed(micro_batches, norms, lr)
-        state.window += window
-        state.grad_norm = norm.clone()  # the next replay reuses the output's memory
-    else:
+    if r.graphed is None or not graphed_step(state, r, micro_batches, norms, lr):
         eager_step(state, r, micro_batches, norms)
         state.optimizer.zero_grad(set_to_none=True)  # (the graphed step keeps its gradients' memory)
     state.lr = lr
@@ -338,6 +334,29 @@ def one_step(state: TrainState, r: LoopContext) -> None:
         warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
         state.scheduler.step()
     state.step += 1
+
+
+GRAPH_TRIAL_STEPS = 3  # CUDA graph trees warm up, then record: by this step the graph has been built
+
+
+def graphed_step(state: TrainState, r: LoopContext, micro_batches: list[dict[str, Any]], norms: torch.Tensor,
+                 lr: float) -> bool:
+    """The step through trainer.cuda_graphs' graph; False when, under `auto`, building it failed in this job's
+    first steps: then the run goes on with the compiled step (saying why) and this step is taken that way."""
+    try:
+        window, norm = r.graphed(micro_batches, norms, lr)
+    except Exception as e:
+        if r.c.trainer.cuda_graphs is True or r.graphed.calls >= GRAPH_TRIAL_STEPS:
+            raise
+        say(r.info, f"cuda graphs off: building the graphed step failed ({type(e).__name__}: {str(e)[:300]}); "
+                    "going on with the compiled step (trainer.cuda_graphs=false skips the attempt)")
+        r.graphed = None
+        state.optimizer.zero_grad(set_to_none=True)
+        compile_or_wrap(state, r)
+        return False
+    state.window += window
+    state.grad_norm = norm.clone()  # the next replay reuses the output's memory
+    return True
 
 
 def eager_step(state: TrainState, r: LoopContext, micro_batches: list[dict[str, Any]], norms: torch.Tensor) -> None:
@@ -592,6 +611,12 @@ def how_to_step(state: TrainState, r: LoopContext) -> None:
         return
     if t.cuda_graphs == "auto" and info.device.type == "cuda":
         say(info, f"cuda graphs off: {reason}")
+    compile_or_wrap(state, r)
+
+
+def compile_or_wrap(state: TrainState, r: LoopContext) -> None:
+    """The step without CUDA graphs: the pretrainer compiled (trainer.compile) and, across processes, DDP."""
+    t, info = r.c.trainer, r.info
     if t.compile is True or t.compile == "auto" and info.device.type == "cuda":
         # the whole pretrainer: both phases' forward (and through AOT autograd their backward) as one graph
         # each; make gpu-check measured 1.3-1.7x eager's step on an H200 after 96-160 s of compiling

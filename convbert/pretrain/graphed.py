@@ -141,7 +141,7 @@ class GraphedStep:
         self.groups = adamw_groups(optimizer)
         self.grads = flat_gradients(self.params)
         self._mark_static()
-        self.traced = False
+        self.traced, self.calls = False, 0
         self._compiled = torch.compile(self._step, backend=backend, mode=mode, fullgraph=True)
 
     def _mark_static(self) -> None:
@@ -196,4 +196,5 @@ class GraphedStep:
             raise RuntimeError(f"the graphed step would be recompiled (micro-batch shapes {shapes}); its inputs must "
                                "keep their shapes and dtypes, or set trainer.cuda_graphs=false") from e
         self.traced = True
+        self.calls += 1
         return out
