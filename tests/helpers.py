@@ -106,3 +106,15 @@ def start_process(args: Sequence[str], *, stdout: int | None = subprocess.DEVNUL
 def torchrun(nproc: int) -> list[str]:
     """Prefix for `run_process` that starts nproc local workers: run_process([*torchrun(2), "-m", "x"])."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
+def spawn_ranks(worker: Any, world: int, *args: Any) -> None:
+    """worker(rank, world, port, *args) in `world` processes (torch.multiprocessing), on a free local port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(worker, args=(world, port, *args), nprocs=world)

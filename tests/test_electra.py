@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import spawn_ranks
 
 from convbert.config import ConvBertConfig
 from convbert.electra import (
@@ -186,17 +187,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_ddp_with_accumulation_gives_the_full_batch_gradients(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     model = _tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     batch, norms = _step_inputs(model)
     train_step(model, batch, norms, Precision("fp32", torch.device("cpu")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    spawn_ranks(_ddp_worker, 2, str(tmp_path))
     for rank in range(2):
         grads = torch.load(tmp_path / f"grads{rank}.pt")
         for n, p in model.named_parameters():  # generator-only parameters included

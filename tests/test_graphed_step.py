@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from helpers import run_entry, run_process
+from helpers import run_entry, run_process, spawn_ranks
 from torch._dynamo.utils import counters
 
 from convbert.config import ConvBertConfig
@@ -198,10 +198,6 @@ def _ranks_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_graphed_step_across_ranks_equals_one_process(tmp_path):
     """Two gloo ranks, each with half of every micro-batch, all-reducing the gradients inside the graph (no
     DDP wrapper), end with the weights of one process that saw whole batches."""
-    import socket
-
-    import torch.multiprocessing as mp
-
     torch._dynamo.reset()
     model = _pretrainer()
     step = GraphedStep(model, build_optimizer(model, 1e-3), Precision("fp32", CPU), 1.0, 2, backend="aot_eager",
@@ -209,10 +205,7 @@ def test_graphed_step_across_ranks_equals_one_process(tmp_path):
     for s in range(2):
         batches = [_micro_batch(s, a) for a in range(2)]
         step(batches, _norms(batches), 1e-3)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_ranks_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    spawn_ranks(_ranks_worker, 2, str(tmp_path))
     for rank in range(2):
         weights = torch.load(tmp_path / f"weights{rank}.pt")
         for n, p in model.named_parameters():
