@@ -72,7 +72,7 @@ reproduce: $(STAMP) ## tokenize -> pretrain -> GLUE sweep -> one table for EXPER
 bench: $(STAMP) ## one ELECTRA training step: ours (eager, compiled) vs transformers (tokens/s, utilisation, memory)
 	$(PY) benchmarks/bench_pretrain.py $(ARGS)
 
-gpu-check: $(STAMP) ## GPU readiness: bf16 step eager/compiled (tokens/s, MFU, host syncs), fp16, 2-GPU DDP, fine-tune
+gpu-check: $(STAMP) ## GPU readiness: conv kernels, bf16 step eager/compiled/graphed (tokens/s, MFU, syncs), fp16, DDP, fine-tune, real run
 	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 bench-model: $(STAMP) ## encoder forward+backward tokens/s: ours vs transformers
