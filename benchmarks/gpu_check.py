@@ -447,10 +447,12 @@ def check_run(args) -> dict:
             speed = json.load(f)["throughput"]
     row.update(tokens_per_s=round(speed["tokens_per_s"], 1), mfu=round(speed.get("mfu") or 0.0, 4))
     bench = {m: v for (p, m), v in args.rates.items() if p == ("tiny" if cpu else "small")}
-    if bench:
-        mode = max(bench, key=bench.get)
-        row.update(bench_mode=mode, bench_tokens_per_s=bench[mode], ratio=round(row["tokens_per_s"] / bench[mode], 3))
-    row["ok"] = row["tokens_per_s"] > 0 and (cpu or row.get("ratio", 0) >= 0.9)
+    if not bench:  # e.g. --checks run alone
+        return {**row, "ratio": None, "note": "no step of that preset timed in this call: nothing to compare with",
+                "ok": row["tokens_per_s"] > 0}
+    mode = max(bench, key=bench.get)
+    row.update(bench_mode=mode, bench_tokens_per_s=bench[mode], ratio=round(row["tokens_per_s"] / bench[mode], 3))
+    row["ok"] = row["tokens_per_s"] > 0 and (cpu or row["ratio"] >= 0.9)
     return row
 
 
