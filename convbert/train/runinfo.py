@@ -36,10 +36,11 @@ def device_name(device: torch.device) -> str:
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int | None = None) -> float:
     """The device's measured square-matmul rate in TFLOP/s (dtype's products; fp32 goes through TF32 where it is
-    allowed): the denominator of MFU in runs and in `make gpu-check`. A fraction of a second by default
-    (8192² x 20 on CUDA, 512² x 3 on a CPU)."""
+    allowed): the denominator of MFU in runs and in `make gpu-check`. A fraction of a second by default: on CUDA
+    the mean of 20 products of 8192², on a CPU the fastest of 4 products of 768² (a shared CPU's load would
+    otherwise pass for a slow chip and inflate MFU)."""
     cuda = device.type == "cuda"
-    n, reps = n or (8192 if cuda else 512), reps or (20 if cuda else 3)
+    n, reps = n or (8192 if cuda else 768), reps or (20 if cuda else 4)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
 
     def timed(count: int) -> float:
@@ -50,10 +51,11 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None
             a @ b
         if cuda:
             torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
+        return (time.perf_counter() - t0) / count
 
     timed(1)  # warm-up: kernel selection, caches
-    return 2 * n**3 * reps / timed(reps) / 1e12
+    seconds = timed(reps) if cuda else min(timed(1) for _ in range(reps))
+    return 2 * n**3 / seconds / 1e12
 
 
 def flatten_settings(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
