@@ -456,7 +456,9 @@ def check_run(args) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, plus each check's sizes: the GPU's, or the dry run's (tiny sizes; aot_eager traces what
+    inductor would compile, without a C++ compiler)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--presets", default=None, help="default: small,base on cuda, tiny on cpu")
@@ -466,10 +468,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
     args = ap.parse_args(argv)
     cpu = args.device == "cpu"
-    if not cpu and not torch.cuda.is_available():
-        emit({"check": "env", "ok": False, "error": "no CUDA device; use --device cpu for a dry run"})
-        return 1
-    # the dry run: tiny sizes, aot_eager (traces what inductor would compile, without a C++ compiler)
     args.presets = (args.presets or ("tiny" if cpu else "small,base")).split(",")
     args.batch_size = args.batch_size or (4 if cpu else None)  # None: ELECTRA's batch of each preset
     args.compare_steps, args.rates = (2 if cpu else 10), {}
@@ -481,6 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     args.fp16_preset, args.fp16_steps = ("tiny", 2) if cpu else ("small", 50)
     args.ddp_batch_size = 4 if cpu else 16
     args.finetune_preset, args.finetune_steps = ("tiny", 3) if cpu else ("small", 300)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cpu = args.device == "cpu"
+    if not cpu and not torch.cuda.is_available():
+        emit({"check": "env", "ok": False, "error": "no CUDA device; use --device cpu for a dry run"})
+        return 1
     checks = args.checks.split(",")
 
     device = torch.device(args.device)
