@@ -41,7 +41,8 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None
     otherwise pass for a slow chip and inflate MFU)."""
     cuda = device.type == "cuda"
     n, reps = n or (8192 if cuda else 768), reps or (20 if cuda else 4)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    g = torch.Generator(device).manual_seed(0)  # its own generator: measuring must not move the run's random stream
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
 
     def timed(count: int) -> float:
         if cuda:
