@@ -466,6 +466,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--checks", default="matmul,conv,step,fp16,ddp,finetune,run")
     ap.add_argument("--modes", default="eager,compiled,graphed", help="the step's modes")
     ap.add_argument("--profile", action="store_true", help="add device busy time and top kernels to each step")
+    ap.add_argument("--backend", default=None, help="torch.compile backend (default: inductor; aot_eager on cpu)")
     args = ap.parse_args(argv)
     cpu = args.device == "cpu"
     args.presets = (args.presets or ("tiny" if cpu else "small,base")).split(",")
@@ -475,7 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.overrides = {"num_hidden_layers": 1, "vocab_size": 500} if cpu else {}
     args.warmup, args.steps = (1, 1) if cpu else (3, 10)
     args.precision = "bf16"
-    args.compile_backend = "aot_eager" if cpu else "inductor"
+    args.compile_backend = args.backend or ("aot_eager" if cpu else "inductor")
     args.fp16_preset, args.fp16_steps = ("tiny", 2) if cpu else ("small", 50)
     args.ddp_batch_size = 4 if cpu else 16
     args.finetune_preset, args.finetune_steps = ("tiny", 3) if cpu else ("small", 300)
