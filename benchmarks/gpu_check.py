@@ -10,7 +10,8 @@ check failed.
              syncs per step (torch.cuda.set_sync_debug_mode; must be 0), SDPA kernels actually used with and
              without padding (must not be the math fallback on CUDA); `graphed` is trainer.cuda_graphs' step
              (convbert/pretrain/graphed.py: the whole step, AdamW included, one CUDA graph), and its row
-             adds the speed-up over eager and the weights' largest difference from eager after 10 steps
+             adds the speed-up over eager and the weights' L2 distance from eager's after 10 steps, over
+             eager's own update (diff_over_update, must be < 0.05)
   fp16       50 steps in fp16 autocast with GradScaler: losses and weights finite
   ddp        2 ranks (nccl) against 1 rank on the same global batch: same weights after 2 steps; skipped
              with a note when fewer than 2 GPUs are visible
@@ -66,6 +67,11 @@ from convbert.train.runinfo import matmul_tflops
 
 T = 128
 ELECTRA_BATCH = {"small": 128, "medium-small": 128, "base": 256}  # ELECTRA's pretraining batch sizes
+
+
+def batch_size_of(preset: str, args) -> int:
+    """--batch-size, or ELECTRA's pretraining batch for the preset."""
+    return args.batch_size or ELECTRA_BATCH.get(preset, 128)
 
 
 def emit(row: dict) -> bool:
@@ -174,7 +180,7 @@ def check_step(preset: str, mode: str, args, matmul: float) -> dict:
     """One ELECTRA step of `preset` in `mode` (eager | compiled | graphed), timed after warm-up."""
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(preset, **args.overrides)
-    batch_size = args.batch_size or ELECTRA_BATCH.get(preset, 128)
+    batch_size = batch_size_of(preset, args)
     row: dict = {"check": "step", "preset": preset, "mode": mode, "precision": args.precision,
                  "batch_size": batch_size, "seq_len": args.seq_len}
     if device.type == "cuda":
@@ -227,12 +233,12 @@ def check_step(preset: str, mode: str, args, matmul: float) -> dict:
 
 def graphed_vs_eager(preset: str, args) -> dict:
     """The graphed step against the eager one from the same weights on the same batches (dropout off: the two
-    draw their masks differently): the weights' largest difference after the steps, relative to how far the
-    eager steps moved them, and the speed-up where the eager step of the preset was timed."""
+    draw their masks differently): the weights' L2 distance after the steps, relative to how far the eager
+    steps moved them (and the largest single difference), and the speed-up where the eager step was timed."""
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(preset, **{**args.overrides, "hidden_dropout_prob": 0.0,
                                                    "attention_probs_dropout_prob": 0.0})
-    batch_size = args.batch_size or ELECTRA_BATCH.get(preset, 128)
+    batch_size = batch_size_of(preset, args)
     data = make_batch(batch_size, args.seq_len, config.vocab_size, padded=True)
     moved = {}
     for graphed in (False, True):
@@ -388,7 +394,7 @@ def check_conv(preset: str, args) -> dict:
 
     device = torch.device(args.device)
     config = ConvBertConfig.from_preset(preset, **args.overrides)
-    B, T = args.batch_size or ELECTRA_BATCH.get(preset, 128), args.seq_len
+    B, T = batch_size_of(preset, args), args.seq_len
     N, D, k, C = config.num_sa_heads, config.attention_head_size, config.conv_kernel_size, config.hidden_size
     g = torch.Generator(device=device).manual_seed(0)
     v, logits = (torch.randn(B, T, N, m, device=device, generator=g, dtype=torch.bfloat16, requires_grad=True)

@@ -330,9 +330,7 @@ def one_step(state: TrainState, r: LoopContext) -> None:
         eager_step(state, r, micro_batches, norms)
         state.optimizer.zero_grad(set_to_none=True)  # (the graphed step keeps its gradients' memory)
     state.lr = lr
-    with warnings.catch_warnings():  # the graphed step updates the weights without optimizer.step(), as it must
-        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
-        state.scheduler.step()
+    state.scheduler.step()
     state.step += 1
 
 
@@ -608,6 +606,8 @@ def how_to_step(state: TrainState, r: LoopContext) -> None:
         r.graphed = graphs.GraphedStep(state.model, state.optimizer, state.precision, r.c.optim.max_grad_norm,
                                        t.grad_accum, world_size=info.world_size)  # no DDP: it all-reduces itself
         say(info, "cuda graphs: the whole step is compiled as one graph and replayed (trainer.cuda_graphs)")
+        # it updates the weights without optimizer.step(), as it must: torch's scheduler would say otherwise
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
         return
     if t.cuda_graphs == "auto" and info.device.type == "cuda":
         say(info, f"cuda graphs off: {reason}")
@@ -653,8 +653,8 @@ def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path:
                           dataset.max_seq_length, c.objective.mask_prob)
     budget_steps(c, run_dir, per_step, info)
     state = build_state(c, info, config, dataset, micro)
-    r = LoopContext(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop, evaluate,
-            dataset.max_seq_length, per_step)
+    r = LoopContext(c, info, run_dir, data_path, config, state.model, micro, special_ids, mask_id, None, stop,
+                    evaluate, dataset.max_seq_length, per_step)
     resume(state, r)
     if info.is_main:
         keep_metrics_until(run_dir, state.step)
@@ -675,7 +675,7 @@ def _train_prepared(c: PretrainConfig, info: DistInfo, run_dir: Path, data_path:
 
         r.progress = stack.enter_context(tqdm(total=c.trainer.end, initial=state.step, desc="pretrain",
                                               unit="step", dynamic_ncols=True))
-    if info.is_main:
+    if info.is_main and (c.trainer.end is None or state.step < c.trainer.end):  # steps to come: MFU's denominator
         r.peak_tflops = matmul_tflops(info.device, state.precision.dtype)
     state.model.train()
     train(state, r)

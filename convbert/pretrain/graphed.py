@@ -62,8 +62,7 @@ class AdamWGroup:
     params: list[torch.Tensor]
     exp_avg: list[torch.Tensor]
     exp_avg_sq: list[torch.Tensor]
-    step: torch.Tensor  # one count for the group: every parameter steps together
-    steps: list[torch.Tensor]
+    steps: list[torch.Tensor]  # every parameter steps together: steps[0] is the group's count
     betas: tuple[float, float]
     eps: float
     weight_decay: float
@@ -75,8 +74,8 @@ def adamw_groups(optimizer: torch.optim.Optimizer) -> list[AdamWGroup]:
     for group in optimizer.param_groups:
         state = [optimizer.state[p] for p in group["params"]]
         out.append(AdamWGroup(list(group["params"]), [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
-                              state[0]["step"], [s["step"] for s in state], tuple(group["betas"]), group["eps"],
-                              group["weight_decay"], group.get("lr_scale", 1.0)))
+                              [s["step"] for s in state], tuple(group["betas"]), group["eps"], group["weight_decay"],
+                              group.get("lr_scale", 1.0)))
     return out
 
 
@@ -95,7 +94,7 @@ def adamw_update(groups: list[AdamWGroup], lr: torch.Tensor) -> None:
         torch._foreach_lerp_(g.exp_avg, grads, 1.0 - b1)
         torch._foreach_mul_(g.exp_avg_sq, b2)
         torch._foreach_addcmul_(g.exp_avg_sq, grads, grads, 1.0 - b2)
-        bc1, bc2 = 1.0 - b1**g.step, 1.0 - b2**g.step
+        bc1, bc2 = 1.0 - b1 ** g.steps[0], 1.0 - b2 ** g.steps[0]
         denom = torch._foreach_div(g.exp_avg_sq, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, g.eps)
@@ -141,7 +140,7 @@ class GraphedStep:
         self.groups = adamw_groups(optimizer)
         self.grads = flat_gradients(self.params)
         self._mark_static()
-        self.traced, self.calls = False, 0
+        self.calls = 0  # steps taken: the first one traces and compiles
         self._compiled = torch.compile(self._step, backend=backend, mode=mode, fullgraph=True)
 
     def _mark_static(self) -> None:
@@ -185,7 +184,7 @@ class GraphedStep:
         self.lr.fill_(lr)
         # after the first step a recompile is an error, not a slow step: the shapes are fixed, so it would mean
         # that something the graph depends on changed behind its back (and a retrace of backward() is not safe)
-        stance = "fail_on_recompile" if self.traced else "default"
+        stance = "fail_on_recompile" if self.calls else "default"
         try:
             with torch._dynamo.config.patch(trace_autograd_ops=True), torch.compiler.set_stance(stance):
                 out = self._compiled(tensors, norms, self.lr)
@@ -195,6 +194,5 @@ class GraphedStep:
             shapes = {k: tuple(v.shape) for k, v in tensors[0].items()}
             raise RuntimeError(f"the graphed step would be recompiled (micro-batch shapes {shapes}); its inputs must "
                                "keep their shapes and dtypes, or set trainer.cuda_graphs=false") from e
-        self.traced = True
         self.calls += 1
         return out
